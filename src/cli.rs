@@ -1,0 +1,243 @@
+//! Command-line parsing (lexopt: small, no derive magic, as ripgrep does) and the help text.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use lexopt::prelude::*;
+use log::LevelFilter;
+
+use crate::config::FlagSetting;
+
+pub const USAGE: &str = "\
+outpost: provision ONNX models once, then run vision inference offline on edge boards
+
+USAGE:
+    outpost [OPTIONS] <COMMAND> [ARGS]
+
+COMMANDS:
+    provision              download, verify and cache the manifest's models (blocking)
+    run                    provision, load models, then capture -> infer -> sinks, forever
+    detect <IMAGE>...      run a model on image files and print Roboflow-shaped JSON
+    cache <ls|verify|gc|export|import>
+                           inspect and maintain the model cache
+    board [detect]         print the autodetected board profile (name on the first line)
+    board list             list the known board profiles
+    board show <NAME>      print a board profile after inheritance, with each value's origin
+    config [--json]        print the effective configuration and where each value came from
+    doctor                 check this machine: board, config, cache storage, camera, threads
+    help                   print this help
+
+OPTIONS (before or after the command):
+    -c, --config <FILE>       config file [env OUTPOST_CONFIG; default /etc/outpost/outpost.toml]
+        --board <NAME>        board profile instead of autodetection [env OUTPOST_BOARD]
+        --boards-dir <DIR>    extra/overriding board profiles [env OUTPOST_BOARDS_DIR;
+                              default /etc/outpost/boards]
+        --cache-dir <DIR>     model cache directory [env OUTPOST_CACHE_DIR, MODEL_CACHE_DIR]
+        --threads <N>         inference threads [env OUTPOST_INFERENCE_THREADS]
+        --set <KEY=VALUE>     set any configuration key (see `outpost config`)
+        --log-level <LEVEL>   off|error|warn|info|debug|trace [env OUTPOST_LOG]
+    -v, --verbose             more logging (-vv for trace)
+    -q, --quiet               only errors
+    -h, --help                print this help
+    -V, --version             print the version and the features compiled in
+
+PRECEDENCE: built-in defaults < board profile < config file < environment < flags.
+
+EXIT CODES:
+    0 success                    3 configuration error (do not restart)
+    1 runtime failure (restart)  4 provisioning failed / cache incomplete (restart later)
+    2 usage error                5 not available in this build
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoardCommand {
+    Detect,
+    List,
+    Show(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Version,
+    Board(BoardCommand),
+    Config { json: bool },
+    Doctor,
+    /// A command that a later release fills in; its arguments are not interpreted yet.
+    NotImplemented(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Global {
+    pub config_file: Option<PathBuf>,
+    pub boards_dir: Option<PathBuf>,
+    pub flags: Vec<FlagSetting>,
+    pub log_level: Option<LevelFilter>,
+    /// -v adds one, -q sets -1.
+    pub verbosity: i8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cli {
+    pub global: Global,
+    pub command: Command,
+}
+
+/// A usage error: what was wrong with the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+impl From<lexopt::Error> for UsageError {
+    fn from(e: lexopt::Error) -> UsageError {
+        UsageError(e.to_string())
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageError> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut global = Global::default();
+    let mut words: Vec<String> = Vec::new();
+    let mut json = false;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Cli { global, command: Command::Help }),
+            Short('V') | Long("version") => return Ok(Cli { global, command: Command::Version }),
+            Short('c') | Long("config") => global.config_file = Some(parser.value()?.into()),
+            Long("boards-dir") => global.boards_dir = Some(parser.value()?.into()),
+            Long("board") => push_flag(&mut global, "--board", "board", parser.value()?)?,
+            Long("cache-dir") => push_flag(&mut global, "--cache-dir", "cache.dir", parser.value()?)?,
+            Long("threads") => push_flag(&mut global, "--threads", "inference.threads", parser.value()?)?,
+            Long("set") => {
+                let text = string(parser.value()?)?;
+                let (key, value) = text
+                    .split_once('=')
+                    .ok_or_else(|| UsageError(format!("--set expects KEY=VALUE, got `{text}`")))?;
+                global.flags.push(FlagSetting {
+                    flag: format!("--set {key}"),
+                    key: key.trim().to_string(),
+                    value: value.to_string(),
+                });
+            }
+            Long("log-level") => {
+                let text = string(parser.value()?)?;
+                let level = crate::logging::parse_level(&text)
+                    .ok_or_else(|| UsageError(format!("--log-level: unknown level `{text}`")))?;
+                global.log_level = Some(level);
+            }
+            Short('v') | Long("verbose") => global.verbosity = global.verbosity.max(0) + 1,
+            Short('q') | Long("quiet") => global.verbosity = -1,
+            Long("json") if words.first().is_some_and(|w| w == "config") => json = true,
+            Value(value) => {
+                let word = string(value)?;
+                if words.is_empty() && is_unimplemented(&word) {
+                    // Its options belong to a later release; take them as they are.
+                    let _rest: Vec<OsString> = parser.raw_args()?.collect();
+                    return Ok(Cli { global, command: Command::NotImplemented(word) });
+                }
+                words.push(word);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let command = command_from_words(&words, json)?;
+    Ok(Cli { global, command })
+}
+
+fn is_unimplemented(word: &str) -> bool {
+    matches!(word, "provision" | "run" | "detect" | "cache")
+}
+
+fn command_from_words(words: &[String], json: bool) -> Result<Command, UsageError> {
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        [] => Err(UsageError("no command given".into())),
+        ["help"] => Ok(Command::Help),
+        ["board"] | ["board", "detect"] => Ok(Command::Board(BoardCommand::Detect)),
+        ["board", "list"] => Ok(Command::Board(BoardCommand::List)),
+        ["board", "show", name] => Ok(Command::Board(BoardCommand::Show(name.to_string()))),
+        ["board", "show"] => Err(UsageError("`board show` needs a profile name (see `outpost board list`)".into())),
+        ["board", other, ..] => Err(UsageError(format!("unknown `board` command `{other}`; use detect, list or show NAME"))),
+        ["config"] => Ok(Command::Config { json }),
+        ["doctor"] => Ok(Command::Doctor),
+        [cmd, extra, ..] if matches!(*cmd, "config" | "doctor" | "help") => {
+            Err(UsageError(format!("`{cmd}` takes no argument `{extra}`")))
+        }
+        [other, ..] => Err(UsageError(format!("unknown command `{other}`"))),
+    }
+}
+
+fn push_flag(global: &mut Global, flag: &str, key: &str, value: OsString) -> Result<(), UsageError> {
+    global.flags.push(FlagSetting {
+        flag: flag.to_string(),
+        key: key.to_string(),
+        value: string(value)?,
+    });
+    Ok(())
+}
+
+fn string(value: OsString) -> Result<String, UsageError> {
+    value
+        .into_string()
+        .map_err(|v| UsageError(format!("argument is not valid UTF-8: {}", v.to_string_lossy())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Cli, UsageError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn globals_go_before_or_after_the_command() {
+        let a = parse_str(&["--board", "jetson-nano", "config", "--json"]).unwrap();
+        let b = parse_str(&["config", "--json", "--board", "jetson-nano"]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.command, Command::Config { json: true });
+        assert_eq!(a.global.flags[0].key, "board");
+    }
+
+    #[test]
+    fn board_subcommands() {
+        assert_eq!(parse_str(&["board"]).unwrap().command, Command::Board(BoardCommand::Detect));
+        assert_eq!(
+            parse_str(&["board", "show", "raspberry-pi-5"]).unwrap().command,
+            Command::Board(BoardCommand::Show("raspberry-pi-5".into()))
+        );
+        assert!(parse_str(&["board", "frobnicate"]).is_err());
+        assert!(parse_str(&["board", "show"]).is_err());
+    }
+
+    #[test]
+    fn later_commands_parse_as_not_implemented_with_their_arguments() {
+        let cli = parse_str(&["provision", "--manifest", "m.toml", "--allow-volatile-cache"]).unwrap();
+        assert_eq!(cli.command, Command::NotImplemented("provision".into()));
+    }
+
+    #[test]
+    fn set_needs_key_equals_value() {
+        let cli = parse_str(&["--set", "camera.fps=15", "config"]).unwrap();
+        assert_eq!(cli.global.flags[0].key, "camera.fps");
+        assert_eq!(cli.global.flags[0].value, "15");
+        assert!(parse_str(&["--set", "camera.fps", "config"]).is_err());
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(parse_str(&[]).is_err());
+        assert!(parse_str(&["frobnicate"]).is_err());
+        assert!(parse_str(&["config", "--bogus"]).is_err());
+        assert!(parse_str(&["doctor", "extra"]).is_err());
+        assert!(parse_str(&["--log-level", "loud", "config"]).is_err());
+    }
+}

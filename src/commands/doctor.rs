@@ -1,0 +1,115 @@
+//! `outpost doctor`: checks that this machine can run outpost as configured, and says what to fix.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use crate::cli::Global;
+use crate::config::Loaded;
+use crate::exit::{Exit, Failure};
+use crate::storage::{volatility, Volatility};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn line(&mut self, status: Status, what: &str, detail: impl AsRef<str>) {
+        let tag = match status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => {
+                self.failures += 1;
+                "FAIL"
+            }
+        };
+        println!("{tag} {what}: {}", detail.as_ref());
+    }
+}
+
+pub fn run(global: &Global) -> anyhow::Result<()> {
+    let mut report = Report { failures: 0 };
+    let loaded = match super::load_config(global) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            report.line(Status::Fail, "config", e.to_string());
+            return Err(Failure::new(Exit::Config, "doctor: the configuration does not load").into());
+        }
+    };
+    let file = loaded.config_file.as_ref().map_or("(none)".to_string(), |p| p.display().to_string());
+    report.line(Status::Ok, "config", format!("loads (config file: {file})"));
+    let board_source = &loaded.board_source;
+    report.line(Status::Ok, "board", format!("{} ({board_source})", loaded.config.board));
+    check_cache(&mut report, &loaded);
+    check_camera(&mut report, &loaded);
+    check_threads(&mut report, &loaded);
+    if report.failures > 0 {
+        return Err(Failure::new(Exit::Runtime, format!("doctor: {} check(s) failed", report.failures)).into());
+    }
+    Ok(())
+}
+
+fn check_cache(report: &mut Report, loaded: &Loaded) {
+    let dir = &loaded.config.cache_dir;
+    match volatility(dir) {
+        Ok((Volatility::Volatile(fs), probed)) => report.line(
+            Status::Fail,
+            "cache",
+            format!(
+                "{} is on {fs} ({} is a {fs} mount): models would vanish at every reboot; \
+                 set cache.dir to a directory on flash (e.g. /var/lib/outpost/cache)",
+                dir.display(),
+                probed.display()
+            ),
+        ),
+        Ok((Volatility::Persistent, _)) if dir.is_dir() => match writable(dir) {
+            Ok(()) => report.line(Status::Ok, "cache", format!("{} is writable, persistent storage", dir.display())),
+            Err(e) => report.line(Status::Fail, "cache", format!("{} is not writable: {e}", dir.display())),
+        },
+        Ok((Volatility::Persistent, probed)) => report.line(
+            Status::Warn,
+            "cache",
+            format!(
+                "{} does not exist yet; provisioning creates it (on persistent storage under {})",
+                dir.display(),
+                probed.display()
+            ),
+        ),
+        Err(e) => report.line(Status::Fail, "cache", format!("cannot examine {}: {e}", dir.display())),
+    }
+}
+
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".outpost-doctor-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+fn check_camera(report: &mut Report, loaded: &Loaded) {
+    let cam = &loaded.config.camera;
+    let wanted = format!("{} {}x{} @ {} fps", cam.format, cam.width, cam.height, cam.fps);
+    match std::fs::metadata(&cam.device) {
+        Ok(m) if m.file_type().is_char_device() => {
+            report.line(Status::Ok, "camera", format!("{} present (will ask for {wanted})", cam.device))
+        }
+        Ok(_) => report.line(Status::Warn, "camera", format!("{} exists but is not a device", cam.device)),
+        Err(e) => report.line(
+            Status::Warn,
+            "camera",
+            format!("{}: {e} (needed only for v4l2 sources; wanted {wanted})", cam.device),
+        ),
+    }
+}
+
+fn check_threads(report: &mut Report, loaded: &Loaded) {
+    let threads = loaded.config.inference.threads;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let status = if threads > cores { Status::Warn } else { Status::Ok };
+    report.line(status, "threads", format!("inference.threads = {threads}, {cores} CPU core(s) available"));
+}

@@ -1,0 +1,45 @@
+//! One module per subcommand: each turns parsed arguments into calls on the library and output.
+
+mod board;
+mod config;
+mod doctor;
+
+use crate::cli::{Cli, Command, Global};
+use crate::config::{LoadOptions, Loaded};
+use crate::exit::Failure;
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Help => {
+            print!("{}", crate::cli::USAGE);
+            Ok(())
+        }
+        Command::Version => {
+            print!("{}", crate::build_info::version_text());
+            Ok(())
+        }
+        Command::Board(cmd) => board::run(&cli.global, &cmd),
+        Command::Config { json } => config::run(&cli.global, json),
+        Command::Doctor => doctor::run(&cli.global),
+        Command::NotImplemented(name) => Err(Failure::not_implemented(&name).into()),
+    }
+}
+
+fn load_options(global: &Global) -> LoadOptions {
+    LoadOptions {
+        config_file: global.config_file.clone(),
+        boards_dir: global.boards_dir.clone(),
+        flags: global.flags.clone(),
+        env: Vec::new(),
+    }
+    .with_process_env()
+}
+
+/// Loads the configuration and applies its log level unless the command line chose one.
+fn load_config(global: &Global) -> Result<Loaded, crate::config::ConfigError> {
+    let loaded = crate::config::load(&load_options(global))?;
+    if global.log_level.is_none() && global.verbosity == 0 {
+        log::set_max_level(loaded.config.log_level);
+    }
+    Ok(loaded)
+}

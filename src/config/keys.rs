@@ -1,0 +1,223 @@
+//! The schema of every configuration key: its type, default, where it may be set, and its
+//! environment variable. Files, environment and flags are all checked against this one table.
+
+/// The shape of a key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    /// An absolute filesystem path.
+    Path,
+    Int,
+    /// A list of strings; in the environment and on the command line, comma-separated.
+    List,
+    /// A string that is never shown (see [`crate::redact::Secret`]).
+    Secret,
+}
+
+impl Kind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Str | Kind::Secret => "a string",
+            Kind::Path => "a path (string)",
+            Kind::Int => "an integer",
+            Kind::List => "a list of strings",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct KeyDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Built-in default, written as on the command line; `None` = unset unless a layer sets it.
+    pub default: Option<&'static str>,
+    /// Whether a board profile may set it (secrets and the board choice itself may not).
+    pub in_profile: bool,
+    /// Other environment variables that set this key, below `OUTPOST_*` in precedence.
+    pub env_aliases: &'static [&'static str],
+    pub help: &'static str,
+}
+
+pub const KEYS: &[KeyDef] = &[
+    KeyDef {
+        name: "board",
+        kind: Kind::Str,
+        default: Some("auto"),
+        in_profile: false,
+        env_aliases: &[],
+        help: "board profile name, or `auto` to detect it from the device tree",
+    },
+    KeyDef {
+        name: "cache.dir",
+        kind: Kind::Path,
+        default: Some("/var/lib/outpost/cache"),
+        in_profile: true,
+        env_aliases: &["MODEL_CACHE_DIR"],
+        help: "model cache directory; must be on persistent storage",
+    },
+    KeyDef {
+        name: "camera.device",
+        kind: Kind::Str,
+        default: Some("/dev/video0"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "V4L2 capture device",
+    },
+    KeyDef {
+        name: "camera.format",
+        kind: Kind::Str,
+        default: Some("YUYV"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "pixel format to negotiate: YUYV, NV12, RGB24 or MJPEG",
+    },
+    KeyDef {
+        name: "camera.width",
+        kind: Kind::Int,
+        default: Some("640"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "capture width in pixels",
+    },
+    KeyDef {
+        name: "camera.height",
+        kind: Kind::Int,
+        default: Some("480"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "capture height in pixels",
+    },
+    KeyDef {
+        name: "camera.fps",
+        kind: Kind::Int,
+        default: Some("30"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "capture frame rate (set explicitly: drivers default to low rates)",
+    },
+    KeyDef {
+        name: "inference.threads",
+        kind: Kind::Int,
+        default: Some("2"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "CPU threads for inference",
+    },
+    KeyDef {
+        name: "inference.backend",
+        kind: Kind::Str,
+        default: Some("tract"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "preferred inference backend: tract or tensorrt",
+    },
+    KeyDef {
+        name: "inference.fallback",
+        kind: Kind::List,
+        default: Some(""),
+        in_profile: true,
+        env_aliases: &[],
+        help: "backends to try, in order, when the preferred one is unavailable",
+    },
+    KeyDef {
+        name: "memory.total_mb",
+        kind: Kind::Int,
+        default: Some("0"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "RAM on the board in MiB (0 = unknown); informs model and buffer choices",
+    },
+    KeyDef {
+        name: "memory.notes",
+        kind: Kind::Str,
+        default: Some(""),
+        in_profile: true,
+        env_aliases: &[],
+        help: "notes on the board's memory (shared CPU/GPU memory, swap advice)",
+    },
+    KeyDef {
+        name: "log.level",
+        kind: Kind::Str,
+        default: Some("info"),
+        in_profile: true,
+        env_aliases: &["OUTPOST_LOG"],
+        help: "log level: off, error, warn, info, debug or trace",
+    },
+    KeyDef {
+        name: "roboflow.api_base",
+        kind: Kind::Str,
+        default: Some("https://api.roboflow.com"),
+        in_profile: false,
+        env_aliases: &[],
+        help: "Roboflow API used to resolve roboflow: model ids",
+    },
+    KeyDef {
+        name: "roboflow.api_key",
+        kind: Kind::Secret,
+        default: None,
+        in_profile: false,
+        env_aliases: &["ROBOFLOW_API_KEY"],
+        help: "Roboflow API key (never logged or shown)",
+    },
+];
+
+/// Environment variables that steer loading itself rather than set a key.
+pub const META_ENV: &[&str] = &["OUTPOST_CONFIG", "OUTPOST_BOARDS_DIR", "OUTPOST_SYSROOT"];
+
+pub fn lookup(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// `cache.dir` -> `OUTPOST_CACHE_DIR`.
+pub fn env_var(key: &KeyDef) -> String {
+    format!("OUTPOST_{}", key.name.replace('.', "_").to_ascii_uppercase())
+}
+
+/// The known key closest to a misspelt one, for "did you mean" hints.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|k| (edit_distance(name, k.name), k.name))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_follow_the_key() {
+        assert_eq!(env_var(lookup("cache.dir").unwrap()), "OUTPOST_CACHE_DIR");
+        assert_eq!(env_var(lookup("inference.threads").unwrap()), "OUTPOST_INFERENCE_THREADS");
+    }
+
+    #[test]
+    fn misspelt_keys_get_a_suggestion() {
+        assert_eq!(suggest("inference.thread"), Some("inference.threads"));
+        assert_eq!(suggest("camera.fsp"), Some("camera.fps"));
+        assert_eq!(suggest("completely.different.thing"), None);
+    }
+
+    #[test]
+    fn key_names_are_unique() {
+        for (i, k) in KEYS.iter().enumerate() {
+            assert!(KEYS[i + 1..].iter().all(|o| o.name != k.name), "{} twice", k.name);
+        }
+    }
+}

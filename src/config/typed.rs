@@ -1,0 +1,186 @@
+//! The validated, typed configuration the rest of outpost reads, built from merged [`Settings`].
+//! Range and enum checks live here; each error names the key and the layer that set it.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use log::LevelFilter;
+
+use super::layer::{Settings, Value};
+use super::ConfigError;
+use crate::redact::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    Yuyv,
+    Nv12,
+    Rgb24,
+    Mjpeg,
+}
+
+impl std::fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PixelFormat::Yuyv => "YUYV",
+            PixelFormat::Nv12 => "NV12",
+            PixelFormat::Rgb24 => "RGB24",
+            PixelFormat::Mjpeg => "MJPEG",
+        })
+    }
+}
+
+impl FromStr for PixelFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "YUYV" => Ok(PixelFormat::Yuyv),
+            "NV12" => Ok(PixelFormat::Nv12),
+            "RGB24" | "RGB3" => Ok(PixelFormat::Rgb24),
+            "MJPEG" | "MJPG" => Ok(PixelFormat::Mjpeg),
+            _ => Err(format!("unknown pixel format `{s}`; use YUYV, NV12, RGB24 or MJPEG")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Tract,
+    TensorRt,
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tract" => Ok(BackendKind::Tract),
+            "tensorrt" => Ok(BackendKind::TensorRt),
+            _ => Err(format!("unknown backend `{s}`; use tract or tensorrt")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Camera {
+    pub device: String,
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inference {
+    pub threads: usize,
+    pub backend: BackendKind,
+    pub fallback: Vec<BackendKind>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Memory {
+    pub total_mb: u64,
+    pub notes: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Roboflow {
+    pub api_base: String,
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub board: String,
+    pub cache_dir: PathBuf,
+    pub camera: Camera,
+    pub inference: Inference,
+    pub memory: Memory,
+    pub log_level: LevelFilter,
+    pub roboflow: Roboflow,
+}
+
+impl Config {
+    pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+        let cache_dir = PathBuf::from(string(s, "cache.dir")?);
+        if !cache_dir.is_absolute() {
+            return Err(invalid(s, "cache.dir", "must be an absolute path".into()));
+        }
+        Ok(Config {
+            board: string(s, "board")?,
+            cache_dir,
+            camera: Camera {
+                device: string(s, "camera.device")?,
+                format: parsed(s, "camera.format")?,
+                width: int_in(s, "camera.width", 16, 8192)? as u32,
+                height: int_in(s, "camera.height", 16, 8192)? as u32,
+                fps: int_in(s, "camera.fps", 1, 240)? as u32,
+            },
+            inference: Inference {
+                threads: int_in(s, "inference.threads", 1, 256)? as usize,
+                backend: parsed(s, "inference.backend")?,
+                fallback: list(s, "inference.fallback")?
+                    .iter()
+                    .map(|b| b.parse().map_err(|m| invalid(s, "inference.fallback", m)))
+                    .collect::<Result<_, _>>()?,
+            },
+            memory: Memory {
+                total_mb: int_in(s, "memory.total_mb", 0, i64::MAX)? as u64,
+                notes: string(s, "memory.notes")?,
+            },
+            log_level: {
+                let name = string(s, "log.level")?;
+                crate::logging::parse_level(&name).ok_or_else(|| {
+                    invalid(s, "log.level", format!("`{name}` is not one of off, error, warn, info, debug, trace"))
+                })?
+            },
+            roboflow: Roboflow {
+                api_base: {
+                    let base = string(s, "roboflow.api_base")?;
+                    if !(base.starts_with("https://") || base.starts_with("http://")) {
+                        return Err(invalid(s, "roboflow.api_base", "must be an http(s):// URL".into()));
+                    }
+                    base.trim_end_matches('/').to_string()
+                },
+                api_key: match s.get("roboflow.api_key").map(|e| &e.value) {
+                    Some(Value::Secret(key)) => Some(key.clone()),
+                    _ => None,
+                },
+            },
+        })
+    }
+}
+
+fn invalid(s: &Settings, key: &str, message: String) -> ConfigError {
+    let source = s.get(key).map_or_else(|| "nowhere".to_string(), |e| e.source.to_string());
+    ConfigError::Invalid { key: key.to_string(), source, message }
+}
+
+fn optional_string(s: &Settings, key: &str) -> Result<Option<String>, ConfigError> {
+    match s.get(key).map(|e| &e.value) {
+        None => Ok(None),
+        Some(Value::Str(v)) => Ok(Some(v.clone())),
+        Some(_) => Err(invalid(s, key, "must be a string".into())),
+    }
+}
+
+fn string(s: &Settings, key: &str) -> Result<String, ConfigError> {
+    optional_string(s, key)?.ok_or_else(|| invalid(s, key, "is required".into()))
+}
+
+fn parsed<T: FromStr<Err = String>>(s: &Settings, key: &str) -> Result<T, ConfigError> {
+    string(s, key)?.parse().map_err(|m| invalid(s, key, m))
+}
+
+fn list(s: &Settings, key: &str) -> Result<Vec<String>, ConfigError> {
+    match s.get(key).map(|e| &e.value) {
+        Some(Value::List(items)) => Ok(items.clone()),
+        _ => Err(invalid(s, key, "must be a list of strings".into())),
+    }
+}
+
+fn int_in(s: &Settings, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    match s.get(key).map(|e| &e.value) {
+        Some(Value::Int(v)) if (min..=max).contains(v) => Ok(*v),
+        Some(Value::Int(v)) => Err(invalid(s, key, format!("{v} is out of range {min}..={max}"))),
+        _ => Err(invalid(s, key, "must be an integer".into())),
+    }
+}

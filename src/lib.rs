@@ -1,0 +1,18 @@
+//! outpost: a firmware-style edge inference runtime.
+//!
+//! The modules follow the data path: `config`/`boards` decide how this machine is set up,
+//! provisioning fills the model cache, backends run models, capture feeds frames, vision turns
+//! tensors into boxes, sinks deliver them. `main.rs` only parses arguments and maps errors to
+//! exit codes.
+
+#![forbid(unsafe_code)]
+
+pub mod boards;
+pub mod build_info;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod exit;
+pub mod logging;
+pub mod redact;
+pub mod storage;
