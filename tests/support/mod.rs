@@ -1,0 +1,64 @@
+//! Shared helpers for integration tests: run the real `outpost` binary in a clean environment.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn device_tree(board: &str) -> PathBuf {
+    fixtures().join("device-trees").join(board)
+}
+
+/// A scratch directory with an empty config file, so no test reads the host's /etc/outpost.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("outpost.toml"), "").unwrap();
+        std::fs::create_dir(dir.path().join("boards")).unwrap();
+        Sandbox { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `outpost` with only the variables a test sets: sysroot = an x86 PC without device tree.
+    pub fn outpost(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+        cmd.env_clear()
+            .env("OUTPOST_SYSROOT", device_tree("x86-pc"))
+            .env("OUTPOST_CONFIG", self.path().join("outpost.toml"))
+            .env("OUTPOST_BOARDS_DIR", self.path().join("boards"))
+            .current_dir(self.path());
+        cmd
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let Output { status, stdout, stderr } = cmd.output().expect("outpost runs");
+    Run {
+        code: status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
