@@ -3,7 +3,7 @@
 /// Cargo features compiled into this build, as `--version` lists them.
 pub fn features() -> Vec<&'static str> {
     // One line per optional feature as they land (tensorrt, v4l2, api, ...).
-    let all: &[(&str, bool)] = &[];
+    let all: &[(&str, bool)] = &[("system-allocator", cfg!(feature = "system-allocator"))];
     all.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()
 }
 
@@ -12,7 +12,7 @@ pub fn target() -> &'static str {
 }
 
 pub fn allocator() -> &'static str {
-    if cfg!(target_env = "musl") {
+    if cfg!(all(target_env = "musl", not(feature = "system-allocator"))) {
         "mimalloc"
     } else {
         "system"

@@ -8,7 +8,7 @@ use outpost::exit::{exit_for, Exit};
 use outpost::redact::redact_text;
 
 // musl's malloc makes tract 1.6-3.5x slower; the static builds ship mimalloc instead.
-#[cfg(target_env = "musl")]
+#[cfg(all(target_env = "musl", not(feature = "system-allocator")))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -38,7 +38,14 @@ impl Sandbox {
 
     /// `outpost` with only the variables a test sets: sysroot = an x86 PC without device tree.
     pub fn outpost(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+        let mut cmd = match foreign_runner() {
+            Some(runner) => {
+                let mut c = Command::new(runner);
+                c.arg(env!("CARGO_BIN_EXE_outpost"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_outpost")),
+        };
         cmd.env_clear()
             .env("OUTPOST_SYSROOT", device_tree("x86-pc"))
             .env("OUTPOST_CONFIG", self.path().join("outpost.toml"))
@@ -46,6 +53,13 @@ impl Sandbox {
             .current_dir(self.path());
         cmd
     }
+}
+
+/// When these tests were cross-built for aarch64 and run under qemu-user on an x86_64 host, the
+/// binary they spawn needs qemu too (no binfmt_misc here). The host kernel's own arch file tells.
+fn foreign_runner() -> Option<&'static str> {
+    let kernel_arch = std::fs::read_to_string("/proc/sys/kernel/arch").unwrap_or_default();
+    (cfg!(target_arch = "aarch64") && kernel_arch.trim() == "x86_64").then_some("qemu-aarch64-static")
 }
 
 pub struct Run {
