@@ -15,11 +15,16 @@ USAGE:
     outpost [OPTIONS] <COMMAND> [ARGS]
 
 COMMANDS:
-    provision              download, verify and cache the manifest's models (blocking)
+    provision [--manifest FILE] [--allow-volatile-cache] [--allow-downgrade]
+                           download, verify and cache the manifest's models (blocking)
     run                    provision, load models, then capture -> infer -> sinks, forever
     detect <IMAGE>...      run a model on image files and print Roboflow-shaped JSON
-    cache <ls|verify|gc|export|import>
-                           inspect and maintain the model cache
+    cache ls [--json]      list the cached models of the current generation
+    cache verify [--repair]
+                           re-hash every blob; --repair discards bad ones and re-fetches
+    cache gc               remove unreferenced blobs, old generations and stale partials
+    cache export|import <BUNDLE>
+                           tar bundle of manifest + blobs for air-gapped units
     board [detect]         print the autodetected board profile (name on the first line)
     board list             list the known board profiles
     board show <NAME>      print a board profile after inheritance, with each value's origin
@@ -57,12 +62,30 @@ pub enum BoardCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheCommand {
+    Ls { json: bool },
+    Verify { repair: bool },
+    Gc,
+    Export(PathBuf),
+    Import(PathBuf),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProvisionArgs {
+    pub manifest: Option<PathBuf>,
+    pub allow_volatile_cache: bool,
+    pub allow_downgrade: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
     Version,
     Board(BoardCommand),
     Config { json: bool },
     Doctor,
+    Provision(ProvisionArgs),
+    Cache(CacheCommand),
     /// A command that a later release fills in; its arguments are not interpreted yet.
     NotImplemented(String),
 }
@@ -106,7 +129,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
     let mut parser = lexopt::Parser::from_args(args);
     let mut global = Global::default();
     let mut words: Vec<String> = Vec::new();
-    let mut json = false;
+    let mut opts = CommandOptions::default();
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Cli { global, command: Command::Help }),
@@ -135,7 +158,14 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
             }
             Short('v') | Long("verbose") => global.verbosity = global.verbosity.max(0) + 1,
             Short('q') | Long("quiet") => global.verbosity = -1,
-            Long("json") if words.first().is_some_and(|w| w == "config") => json = true,
+            Long("json") => opts.seen("--json"),
+            Long("repair") => opts.seen("--repair"),
+            Long("allow-volatile-cache") => opts.seen("--allow-volatile-cache"),
+            Long("allow-downgrade") => opts.seen("--allow-downgrade"),
+            Long("manifest") => {
+                opts.given.push("--manifest");
+                opts.provision.manifest = Some(parser.value()?.into());
+            }
             Value(value) => {
                 let word = string(value)?;
                 if words.is_empty() && is_unimplemented(&word) {
@@ -148,17 +178,64 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let command = command_from_words(&words, json)?;
+    let command = command_from_words(&words, &opts)?;
+    check_options(&command, &opts)?;
     Ok(Cli { global, command })
 }
 
-fn is_unimplemented(word: &str) -> bool {
-    matches!(word, "provision" | "run" | "detect" | "cache")
+/// Options that belong to one subcommand; collected in any position, checked afterwards.
+#[derive(Debug, Default)]
+struct CommandOptions {
+    json: bool,
+    repair: bool,
+    provision: ProvisionArgs,
+    given: Vec<&'static str>,
 }
 
-fn command_from_words(words: &[String], json: bool) -> Result<Command, UsageError> {
+impl CommandOptions {
+    /// Records a boolean flag.
+    fn seen(&mut self, flag: &'static str) {
+        self.given.push(flag);
+        match flag {
+            "--json" => self.json = true,
+            "--repair" => self.repair = true,
+            "--allow-volatile-cache" => self.provision.allow_volatile_cache = true,
+            "--allow-downgrade" => self.provision.allow_downgrade = true,
+            _ => {}
+        }
+    }
+}
+
+fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageError> {
+    let allowed: &[&str] = match command {
+        Command::Config { .. } | Command::Cache(CacheCommand::Ls { .. }) => &["--json"],
+        Command::Cache(CacheCommand::Verify { .. }) => &["--repair"],
+        Command::Provision(_) => &["--manifest", "--allow-volatile-cache", "--allow-downgrade"],
+        _ => &[],
+    };
+    match opts.given.iter().find(|f| !allowed.contains(f)) {
+        Some(flag) => Err(UsageError(format!("{flag} does not apply to this command"))),
+        None => Ok(()),
+    }
+}
+
+fn is_unimplemented(word: &str) -> bool {
+    matches!(word, "run" | "detect")
+}
+
+fn command_from_words(words: &[String], opts: &CommandOptions) -> Result<Command, UsageError> {
+    let json = opts.json;
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
+        ["provision"] => Ok(Command::Provision(opts.provision.clone())),
+        ["cache", "ls"] => Ok(Command::Cache(CacheCommand::Ls { json })),
+        ["cache", "verify"] => Ok(Command::Cache(CacheCommand::Verify { repair: opts.repair })),
+        ["cache", "gc"] => Ok(Command::Cache(CacheCommand::Gc)),
+        ["cache", "export", bundle] => Ok(Command::Cache(CacheCommand::Export(PathBuf::from(bundle)))),
+        ["cache", "import", bundle] => Ok(Command::Cache(CacheCommand::Import(PathBuf::from(bundle)))),
+        ["cache", "export" | "import"] => Err(UsageError(format!("`cache {}` needs a bundle path", words[1]))),
+        ["cache"] => Err(UsageError("`cache` needs a command: ls, verify, gc, export or import".into())),
+        ["cache", other, ..] => Err(UsageError(format!("unknown `cache` command `{other}`"))),
         [] => Err(UsageError("no command given".into())),
         ["help"] => Ok(Command::Help),
         ["board"] | ["board", "detect"] => Ok(Command::Board(BoardCommand::Detect)),
@@ -220,8 +297,20 @@ mod tests {
 
     #[test]
     fn later_commands_parse_as_not_implemented_with_their_arguments() {
+        let cli = parse_str(&["detect", "a.png", "--model-file", "m.onnx"]).unwrap();
+        assert_eq!(cli.command, Command::NotImplemented("detect".into()));
+    }
+
+    #[test]
+    fn provision_and_cache_options() {
         let cli = parse_str(&["provision", "--manifest", "m.toml", "--allow-volatile-cache"]).unwrap();
-        assert_eq!(cli.command, Command::NotImplemented("provision".into()));
+        let Command::Provision(args) = cli.command else { panic!("not provision") };
+        assert_eq!(args.manifest, Some(PathBuf::from("m.toml")));
+        assert!(args.allow_volatile_cache && !args.allow_downgrade);
+        assert_eq!(parse_str(&["cache", "verify", "--repair"]).unwrap().command, Command::Cache(CacheCommand::Verify { repair: true }));
+        assert!(parse_str(&["cache", "gc", "--repair"]).is_err(), "--repair belongs to verify");
+        assert!(parse_str(&["config", "--manifest", "m"]).is_err());
+        assert!(parse_str(&["cache", "export"]).is_err());
     }
 
     #[test]

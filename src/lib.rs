@@ -14,5 +14,6 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod logging;
+pub mod provision;
 pub mod redact;
 pub mod storage;

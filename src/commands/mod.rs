@@ -1,8 +1,10 @@
 //! One module per subcommand: each turns parsed arguments into calls on the library and output.
 
 mod board;
+mod cache;
 mod config;
 mod doctor;
+mod provision;
 
 use crate::cli::{Cli, Command, Global};
 use crate::config::{LoadOptions, Loaded};
@@ -21,6 +23,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Board(cmd) => board::run(&cli.global, &cmd),
         Command::Config { json } => config::run(&cli.global, json),
         Command::Doctor => doctor::run(&cli.global),
+        Command::Provision(args) => provision::run(&cli.global, &args),
+        Command::Cache(cmd) => cache::run(&cli.global, &cmd),
         Command::NotImplemented(name) => Err(Failure::not_implemented(&name).into()),
     }
 }

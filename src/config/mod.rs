@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
 pub use layer::{Layer, Settings, Source, Value};
-pub use typed::{BackendKind, Camera, Config, Inference, Memory, PixelFormat, Roboflow};
+pub use typed::{BackendKind, Camera, Config, Download, Inference, Memory, PixelFormat, Provision, Roboflow};
 
 use crate::boards::detect::{self, DeviceTree};
 use crate::boards::{Catalog, DEFAULT_BOARDS_DIR};
@@ -127,15 +127,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     board_layer.set("board", Value::Str(board), board_source.clone());
     settings.merge(&board_layer);
 
+    // Whether cache.dir is on volatile storage is decided by statfs where it matters
+    // (provisioning, doctor), not by its path here.
     let config = Config::from_settings(&settings)?;
-    if is_volatile_path(&config.cache_dir) {
-        log::warn!(
-            "cache.dir {} (from {}) is on a path that is usually cleared at boot; models would be \
-             downloaded again after every reboot",
-            config.cache_dir.display(),
-            settings.get("cache.dir").map_or(Source::Default, |e| e.source.clone())
-        );
-    }
     Ok(Loaded { config, settings, catalog, config_file: file.map(|(p, _)| p), board_source })
 }
 
@@ -164,10 +158,6 @@ fn flag_layer(flags: &[FlagSetting]) -> Result<Layer, ConfigError> {
         layer.set(def.name, value, Source::Flag(f.flag.clone()));
     }
     Ok(layer)
-}
-
-fn is_volatile_path(path: &Path) -> bool {
-    ["/tmp", "/var/tmp", "/run", "/dev/shm"].iter().any(|v| path.starts_with(v))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use log::LevelFilter;
 
@@ -88,6 +89,22 @@ pub struct Roboflow {
 }
 
 #[derive(Debug, Clone)]
+pub struct Provision {
+    pub manifest: PathBuf,
+    pub lock_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retries: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone)]
 pub struct Config {
     pub board: String,
     pub cache_dir: PathBuf,
@@ -96,6 +113,8 @@ pub struct Config {
     pub memory: Memory,
     pub log_level: LevelFilter,
     pub roboflow: Roboflow,
+    pub provision: Provision,
+    pub download: Download,
 }
 
 impl Config {
@@ -144,6 +163,18 @@ impl Config {
                     Some(Value::Secret(key)) => Some(key.clone()),
                     _ => None,
                 },
+            },
+            provision: Provision {
+                manifest: PathBuf::from(string(s, "provision.manifest")?),
+                lock_wait: Duration::from_secs(int_in(s, "provision.lock_wait_secs", 0, 86_400)? as u64),
+            },
+            download: Download {
+                ca_file: optional_string(s, "download.ca_file")?.map(PathBuf::from),
+                connect_timeout: Duration::from_secs(int_in(s, "download.connect_timeout_secs", 1, 600)? as u64),
+                read_timeout: Duration::from_secs(int_in(s, "download.read_timeout_secs", 1, 3600)? as u64),
+                retries: int_in(s, "download.retries", 0, 100)? as u32,
+                backoff_initial: Duration::from_millis(int_in(s, "download.backoff_ms", 0, 600_000)? as u64),
+                backoff_max: Duration::from_secs(int_in(s, "download.backoff_max_secs", 0, 3600)? as u64),
             },
         })
     }

@@ -1,0 +1,108 @@
+//! `outpost cache ls|verify|gc|export|import`.
+
+use crate::cli::{CacheCommand, Global, ProvisionArgs};
+use crate::exit::{Exit, Failure};
+use crate::provision::cache::{Cache, Trust};
+use crate::provision::maintain;
+use crate::provision::progress::bytes;
+
+pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
+    let loaded = super::load_config(global)?;
+    let cache = Cache::new(&loaded.config.cache_dir);
+    match cmd {
+        CacheCommand::Ls { json } => ls(&cache, *json),
+        CacheCommand::Verify { repair } => {
+            let report = {
+                let _lock = cache.lock(loaded.config.provision.lock_wait)?;
+                maintain::verify(&cache, *repair)?
+            };
+            println!(
+                "checked {} blob(s), {} in {}; generation {}",
+                report.blobs_checked,
+                bytes(report.bytes_checked),
+                cache.root().display(),
+                report.generation.map_or("none".into(), |g| g.to_string())
+            );
+            for sha in &report.corrupt {
+                println!("CORRUPT {sha}");
+            }
+            for (id, sha) in &report.missing {
+                println!("MISSING {id} {sha}");
+            }
+            if report.is_clean() {
+                println!("cache verified: every blob matches its digest");
+                return Ok(());
+            }
+            if *repair {
+                if let Some(generation) = report.generation {
+                    return refetch(&loaded.config, &cache, generation);
+                }
+            }
+            Err(Failure::new(
+                Exit::Provisioning,
+                format!(
+                    "cache verification failed: {} corrupt, {} missing (run `outpost cache verify --repair`)",
+                    report.corrupt.len(),
+                    report.missing.len()
+                ),
+            )
+            .into())
+        }
+        CacheCommand::Gc => {
+            let _lock = cache.lock(loaded.config.provision.lock_wait)?;
+            let r = maintain::gc(&cache)?;
+            println!(
+                "removed {} blob(s), {} partial file(s), {} old generation(s); freed {}",
+                r.blobs_removed,
+                r.partials_removed,
+                r.generations_removed.len(),
+                bytes(r.bytes_freed)
+            );
+            Ok(())
+        }
+        CacheCommand::Export(_) => Err(Failure::not_implemented("cache export").into()),
+        CacheCommand::Import(_) => Err(Failure::not_implemented("cache import").into()),
+    }
+}
+
+/// `--repair`: fetch what is missing again, from the manifest the current generation was made of.
+fn refetch(config: &crate::config::Config, cache: &Cache, generation: u64) -> anyhow::Result<()> {
+    let manifest = cache.root().join(format!("generations/{generation}.manifest"));
+    log::info!("repairing: provisioning again from {}", manifest.display());
+    let args = ProvisionArgs { manifest: Some(manifest), ..ProvisionArgs::default() };
+    let summary = crate::provision::provision(&super::provision::options(config, &args))?;
+    println!("repaired: generation {} complete ({} fetched)", summary.generation, summary.fetched);
+    Ok(())
+}
+
+fn ls(cache: &Cache, json: bool) -> anyhow::Result<()> {
+    let Some(gen) = cache.current()? else {
+        if json {
+            println!("{}", serde_json::json!({"generation": null, "models": []}));
+        } else {
+            println!("no generation in {}: run `outpost provision`", cache.root().display());
+        }
+        return Ok(());
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&gen)?);
+        return Ok(());
+    }
+    println!(
+        "generation {} (manifest version {}) in {}: {} model(s)",
+        gen.generation,
+        gen.manifest_version,
+        cache.root().display(),
+        gen.models.len()
+    );
+    let width = gen.models.iter().map(|m| m.id.len()).max().unwrap_or(2).max(2);
+    println!("{:<width$}  {:<20}  {:>9}  {:<64}  SOURCE", "ID", "TRUST", "SIZE", "SHA256");
+    for m in &gen.models {
+        let trust = match m.trust {
+            Trust::Pinned => "pinned",
+            Trust::TrustOnFirstUse => "trust-on-first-use",
+        };
+        println!("{:<width$}  {trust:<20}  {:>9}  {}  {}", m.id, bytes(m.size), m.sha256, m.source);
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! `outpost provision`: the blocking boot phase (see [`crate::provision`]).
+
+use crate::cli::{Global, ProvisionArgs};
+use crate::config::Config;
+use crate::provision::{self, download, Options};
+
+pub fn run(global: &Global, args: &ProvisionArgs) -> anyhow::Result<()> {
+    let loaded = super::load_config(global)?;
+    let opts = options(&loaded.config, args);
+    let summary = provision::provision(&opts)?;
+    println!(
+        "generation {}: {} model(s) ready ({} from cache, {} fetched)",
+        summary.generation, summary.models, summary.from_cache, summary.fetched
+    );
+    Ok(())
+}
+
+pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
+    let d = &config.download;
+    Options {
+        manifest: args.manifest.clone().unwrap_or_else(|| config.provision.manifest.clone()),
+        cache_dir: config.cache_dir.clone(),
+        allow_volatile_cache: args.allow_volatile_cache,
+        allow_downgrade: args.allow_downgrade,
+        lock_wait: config.provision.lock_wait,
+        download: download::Settings {
+            connect_timeout: d.connect_timeout,
+            read_timeout: d.read_timeout,
+            retries: d.retries,
+            backoff_initial: d.backoff_initial,
+            backoff_max: d.backoff_max,
+            ca_file: d.ca_file.clone(),
+        },
+    }
+}

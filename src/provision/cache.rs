@@ -1,0 +1,374 @@
+//! The model cache on flash: where bytes hit the disk, and the only code that moves them.
+//!
+//! ```text
+//! <dir>/blobs/sha256/<hex>        immutable, content-addressed, only ever renamed in after its hash matched
+//! <dir>/partial/<hex>.part        a download in progress (resumable); never referenced by a generation
+//! <dir>/partial/<hex>.json        the server's validator (ETag / Last-Modified) for If-Range
+//! <dir>/generations/<n>.json      a complete, verified set of models (what `run` loads)
+//! <dir>/generations/<n>.manifest  the exact manifest bytes of generation n (+ .sig when signed)
+//! <dir>/current                   "n": switched atomically after every blob of n is verified
+//! <dir>/.lock                     single writer (flock)
+//! ```
+//!
+//! Every write that matters is: write temp, fsync, rename, fsync directory. A power cut at any
+//! point leaves either the old or the new state, never a half-written file that is trusted.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// How a model's digest is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trust {
+    /// The manifest gave the sha256.
+    Pinned,
+    /// Recorded at first download (Roboflow sources have no digest to pin).
+    TrustOnFirstUse,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub id: String,
+    pub sha256: String,
+    pub size: u64,
+    /// The source as shown to people (secrets redacted).
+    pub source: String,
+    pub trust: Trust,
+    pub family: Option<String>,
+    pub classes: Option<Vec<String>>,
+    pub input: Option<[u32; 2]>,
+    pub environment_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub generation: u64,
+    pub manifest_version: u64,
+    pub manifest_sha256: String,
+    pub created_unix: u64,
+    pub models: Vec<ModelRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    pub fn new(root: impl Into<PathBuf>) -> Cache {
+        Cache { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
+    }
+
+    fn partial_dir(&self) -> PathBuf {
+        self.root.join("partial")
+    }
+
+    fn generations_dir(&self) -> PathBuf {
+        self.root.join("generations")
+    }
+
+    pub fn create_dirs(&self) -> io::Result<()> {
+        for dir in [self.blobs_dir(), self.partial_dir(), self.generations_dir()] {
+            fs::create_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.blobs_dir().join(sha256)
+    }
+
+    pub fn partial_path(&self, sha256: &str) -> PathBuf {
+        self.partial_dir().join(format!("{sha256}.part"))
+    }
+
+    pub fn partial_meta_path(&self, sha256: &str) -> PathBuf {
+        self.partial_dir().join(format!("{sha256}.json"))
+    }
+
+    /// A blob is usable at boot when it exists with the recorded size (`cache verify` re-hashes).
+    pub fn has_blob(&self, sha256: &str, size: u64) -> bool {
+        fs::metadata(self.blob_path(sha256)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Moves a fully verified file into the blob store. The caller has checked its hash.
+    pub fn install_blob(&self, verified: &Path, sha256: &str) -> io::Result<PathBuf> {
+        File::open(verified)?.sync_all()?;
+        let dest = self.blob_path(sha256);
+        fs::rename(verified, &dest)?;
+        sync_dir(&self.blobs_dir())?;
+        Ok(dest)
+    }
+
+    /// The generation `current` points to, if any.
+    pub fn current(&self) -> io::Result<Option<Generation>> {
+        let text = match fs::read_to_string(self.root.join("current")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let n: u64 = text.trim().parse().map_err(|_| invalid_data("`current` does not hold a generation number"))?;
+        self.generation(n).map(Some)
+    }
+
+    pub fn generation(&self, n: u64) -> io::Result<Generation> {
+        let path = self.generations_dir().join(format!("{n}.json"));
+        let bytes = fs::read(&path)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| invalid_data(&format!("{}: {e}", path.display())))
+    }
+
+    /// Numbers of all generation records on disk, ascending.
+    pub fn generation_numbers(&self) -> io::Result<Vec<u64>> {
+        let mut numbers = Vec::new();
+        for entry in read_dir_if_exists(&self.generations_dir())? {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name.strip_suffix(".json").and_then(|s| s.parse().ok()) {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    pub fn manifest_bytes(&self, n: u64) -> io::Result<Vec<u8>> {
+        fs::read(self.generations_dir().join(format!("{n}.manifest")))
+    }
+
+    pub fn signature_bytes(&self, n: u64) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.generations_dir().join(format!("{n}.manifest.sig"))) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records a generation (and its manifest) and then makes it current. Every blob it names
+    /// must already be in place; this is checked, not assumed.
+    pub fn commit(&self, gen: &Generation, manifest: &[u8], signature: Option<&[u8]>) -> io::Result<()> {
+        for m in &gen.models {
+            let env = m.environment_sha256.iter().map(|s| (s.as_str(), None));
+            for (sha, size) in std::iter::once((m.sha256.as_str(), Some(m.size))).chain(env) {
+                let present = match size {
+                    Some(size) => self.has_blob(sha, size),
+                    None => self.blob_path(sha).is_file(),
+                };
+                if !present {
+                    return Err(invalid_data(&format!("model {}: blob {sha} is not in the cache", m.id)));
+                }
+            }
+        }
+        let dir = self.generations_dir();
+        let n = gen.generation;
+        write_atomic(&dir, &format!("{n}.manifest"), manifest)?;
+        if let Some(sig) = signature {
+            write_atomic(&dir, &format!("{n}.manifest.sig"), sig)?;
+        }
+        let json = serde_json::to_vec_pretty(gen).map_err(|e| invalid_data(&e.to_string()))?;
+        write_atomic(&dir, &format!("{n}.json"), &json)?;
+        write_atomic(&self.root, "current", format!("{n}\n").as_bytes())
+    }
+
+    /// Takes the single-writer lock, waiting up to `wait` for another writer to finish.
+    pub fn lock(&self, wait: Duration) -> io::Result<CacheLock> {
+        fs::create_dir_all(&self.root)?;
+        let path = self.root.join(".lock");
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+        let deadline = Instant::now() + wait;
+        let mut told = false;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    if Instant::now() >= deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            format!(
+                                "the cache {} is locked by another outpost process (pid {}); waited {}s",
+                                self.root.display(),
+                                holder.trim(),
+                                wait.as_secs()
+                            ),
+                        ));
+                    }
+                    if !told {
+                        log::info!("cache is locked by pid {}; waiting up to {}s", holder.trim(), wait.as_secs());
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        Ok(CacheLock { _file: file })
+    }
+
+    /// Blob digests present in the store.
+    pub fn blob_names(&self) -> io::Result<Vec<String>> {
+        let mut names: Vec<String> = read_dir_if_exists(&self.blobs_dir())?
+            .into_iter()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn partial_files(&self) -> io::Result<Vec<PathBuf>> {
+        Ok(read_dir_if_exists(&self.partial_dir())?.into_iter().map(|e| e.path()).collect())
+    }
+
+    /// Removes a generation's record and manifest (not its blobs; see gc).
+    pub fn remove_generation(&self, n: u64) -> io::Result<()> {
+        for suffix in ["json", "manifest", "manifest.sig"] {
+            remove_if_exists(&self.generations_dir().join(format!("{n}.{suffix}")))?;
+        }
+        sync_dir(&self.generations_dir())
+    }
+}
+
+/// Held while provisioning or maintaining the cache; released on drop (or process death).
+#[derive(Debug)]
+pub struct CacheLock {
+    _file: File,
+}
+
+/// sha256 of a file, streamed.
+pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex(ctx.finish().as_ref()), total))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Write temp, fsync, rename over `name`, fsync the directory.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn read_dir_if_exists(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn invalid_data(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sha: &str, size: u64) -> ModelRecord {
+        ModelRecord {
+            id: "m".into(),
+            sha256: sha.into(),
+            size,
+            source: "https://h/m".into(),
+            trust: Trust::Pinned,
+            family: None,
+            classes: None,
+            input: None,
+            environment_sha256: None,
+        }
+    }
+
+    #[test]
+    fn commit_refuses_a_generation_whose_blob_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        cache.create_dirs().unwrap();
+        let gen = Generation {
+            generation: 1,
+            manifest_version: 1,
+            manifest_sha256: "x".into(),
+            created_unix: 0,
+            models: vec![record(&"a".repeat(64), 3)],
+        };
+        assert!(cache.commit(&gen, b"m", None).is_err());
+        assert!(cache.current().unwrap().is_none(), "current must not move");
+    }
+
+    #[test]
+    fn install_then_commit_makes_generation_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        cache.create_dirs().unwrap();
+        let part = cache.partial_path("p");
+        fs::write(&part, b"abc").unwrap();
+        let (sha, size) = hash_file(&part).unwrap();
+        assert_eq!(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        cache.install_blob(&part, &sha).unwrap();
+        assert!(cache.has_blob(&sha, size) && !cache.has_blob(&sha, size + 1));
+        let gen = Generation {
+            generation: 7,
+            manifest_version: 3,
+            manifest_sha256: "x".into(),
+            created_unix: 0,
+            models: vec![record(&sha, size)],
+        };
+        cache.commit(&gen, b"version = 3", None).unwrap();
+        assert_eq!(cache.current().unwrap(), Some(gen));
+        assert_eq!(cache.manifest_bytes(7).unwrap(), b"version = 3");
+        assert_eq!(cache.generation_numbers().unwrap(), vec![7]);
+    }
+
+    #[test]
+    fn second_lock_times_out_with_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let _held = cache.lock(Duration::ZERO).unwrap();
+        // flock locks belong to the open file description, so a second open conflicts.
+        let err = cache.lock(Duration::from_millis(200)).unwrap_err().to_string();
+        assert!(err.contains("locked") && err.contains(&std::process::id().to_string()), "{err}");
+    }
+}

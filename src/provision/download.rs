@@ -1,0 +1,398 @@
+//! The download engine: one ureq agent, streaming into a partial file while hashing, resuming
+//! with `Range` + `If-Range`, bounded retries with backoff and jitter, `Retry-After`, mirrors.
+//!
+//! Nothing leaves this module unverified: a fetch returns only after the whole file's sha256
+//! matched (or, for trust-on-first-use sources, was computed over the complete file).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::cache::{hex, write_atomic, Cache};
+use super::manifest::Source;
+use super::progress::Progress;
+use crate::redact::redact_url;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect_timeout: Duration,
+    /// No byte for this long = a stalled connection.
+    pub read_timeout: Duration,
+    /// Attempts per source after the first.
+    pub retries: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// PEM file with the CA(s) of a private provisioning server.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            retries: 4,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            ca_file: None,
+        }
+    }
+}
+
+/// What to fetch: the expected digest and size, when the manifest pins them.
+#[derive(Debug, Clone)]
+pub struct Wanted<'a> {
+    pub id: &'a str,
+    pub sha256: Option<&'a str>,
+    pub size: Option<u64>,
+}
+
+impl Wanted<'_> {
+    /// Name of the partial file: the digest when known, else derived from the model id.
+    fn partial_key(&self) -> String {
+        match self.sha256 {
+            Some(sha) => sha.to_string(),
+            None => format!("tofu-{}", hex(ring::digest::digest(&ring::digest::SHA256, self.id.as_bytes()).as_ref())),
+        }
+    }
+}
+
+/// A verified file, ready to be installed as a blob.
+#[derive(Debug)]
+pub struct Fetched {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    /// Bytes that came over the network in this run (0 for a sideloaded file).
+    pub transferred: u64,
+    pub resumed: bool,
+}
+
+/// Why one attempt failed, and whether trying the same source again can help.
+#[derive(Debug)]
+enum AttemptError {
+    Transient { message: String, retry_after: Option<Duration> },
+    Permanent(String),
+}
+
+use AttemptError::{Permanent, Transient};
+
+fn transient(message: impl Into<String>) -> AttemptError {
+    Transient { message: message.into(), retry_after: None }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Validator {
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+pub struct Downloader {
+    agent: ureq::Agent,
+    settings: Settings,
+    rng: std::cell::Cell<u64>,
+}
+
+impl Downloader {
+    pub fn new(settings: Settings) -> anyhow::Result<Downloader> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = &settings.ca_file {
+            let pem = fs::read(ca).map_err(|e| anyhow::anyhow!("CA file {}: {e}", ca.display()))?;
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                anyhow::bail!("CA file {} holds no PEM certificate", ca.display());
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(settings.connect_timeout))
+            .timeout_recv_response(Some(settings.read_timeout))
+            .timeout_per_read(Some(settings.read_timeout))
+            .http_status_as_error(false)
+            .max_redirects(5)
+            .user_agent(format!("outpost/{}", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
+            .build();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()) << 32;
+        Ok(Downloader { agent: config.into(), settings, rng: std::cell::Cell::new(seed | 1) })
+    }
+
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
+    /// Fetches `wanted` from the first candidate that delivers it, retrying transient failures.
+    pub fn fetch(&self, cache: &Cache, wanted: &Wanted<'_>, candidates: &[Source]) -> anyhow::Result<Fetched> {
+        let mut failures = Vec::new();
+        for source in candidates {
+            match self.fetch_from(cache, wanted, source) {
+                Ok(fetched) => return Ok(fetched),
+                Err(message) => {
+                    log::warn!("{}: {source}: {message}", wanted.id);
+                    failures.push(format!("{source}: {message}"));
+                }
+            }
+        }
+        anyhow::bail!("{}: every source failed:\n  {}", wanted.id, failures.join("\n  "))
+    }
+
+    fn fetch_from(&self, cache: &Cache, wanted: &Wanted<'_>, source: &Source) -> Result<Fetched, String> {
+        let url = match source {
+            Source::File(path) => return sideload(cache, wanted, path),
+            Source::Url(url) => url,
+            Source::Roboflow(_) => return Err("roboflow sources must be resolved to a URL first".into()),
+        };
+        let attempts = self.settings.retries + 1;
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match self.attempt(cache, wanted, url) {
+                Ok(fetched) => return Ok(fetched),
+                Err(Permanent(message)) => return Err(message),
+                Err(Transient { message, retry_after }) => {
+                    last = message;
+                    if attempt == attempts {
+                        break;
+                    }
+                    let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                    log::warn!(
+                        "{}: {} (attempt {attempt}/{attempts}); retrying in {:.1}s",
+                        wanted.id,
+                        last,
+                        wait.as_secs_f64()
+                    );
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        Err(format!("gave up after {attempts} attempts: {last}"))
+    }
+
+    /// Exponential backoff with +-50% jitter, so a fleet rebooting together does not retry in step.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.settings.backoff_initial.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1) as i32);
+        let capped = base.min(self.settings.backoff_max.as_secs_f64());
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        let jitter = 0.5 + (x % 1000) as f64 / 1000.0;
+        Duration::from_secs_f64(capped * jitter)
+    }
+
+    fn attempt(&self, cache: &Cache, wanted: &Wanted<'_>, url: &str) -> Result<Fetched, AttemptError> {
+        let key = wanted.partial_key();
+        let part = cache.partial_path(&key);
+        let meta = cache.partial_meta_path(&key);
+        let io_err = |what: &str, e: io::Error| Permanent(format!("{what} {}: {e}", part.display()));
+        let mut have = fs::metadata(&part).map_or(0, |m| m.len());
+        if wanted.size.is_some_and(|size| have > size) {
+            have = 0;
+        }
+        let validator: Validator = if have > 0 { read_validator(&meta) } else { Validator::default() };
+        if wanted.size == Some(have) && have > 0 {
+            // A complete partial from an earlier run that stopped before installing it.
+            return finish(&part, &meta, wanted, 0, true);
+        }
+
+        let shown = redact_url(url);
+        let mut request = self.agent.get(url);
+        if have > 0 {
+            request = request.header("Range", format!("bytes={have}-"));
+            if let Some(v) = validator.etag.as_ref().or(validator.last_modified.as_ref()) {
+                request = request.header("If-Range", v.as_str());
+            }
+        }
+        let response = request.call().map_err(|e| classify_ureq_error(&shown, e))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from)
+        };
+        let (resume_from, resumed) = match status {
+            206 => match parse_content_range_start(header("content-range").as_deref()) {
+                Some(start) if start == have => (have, true),
+                _ => (0, false), // Not the range we asked for: start over below.
+            },
+            200 => (0, false),
+            416 => {
+                remove_partial(&part, &meta);
+                return Err(transient(format!("{shown}: range not satisfiable; restarting from zero")));
+            }
+            408 | 429 | 500..=599 => {
+                let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+                return Err(Transient {
+                    message: format!("{shown}: HTTP {status}"),
+                    retry_after: retry_after.map(|s| Duration::from_secs(s.min(600))),
+                });
+            }
+            _ => return Err(Permanent(format!("{shown}: HTTP {status}"))),
+        };
+        if status == 206 && !resumed {
+            remove_partial(&part, &meta);
+            return Err(transient(format!("{shown}: server answered a different range; restarting")));
+        }
+        if have > 0 && !resumed {
+            log::info!("{}: server did not resume (HTTP {status}); downloading from the start", wanted.id);
+        }
+        let remaining = wanted.size.map(|s| s - resume_from);
+        if let (Some(expected), Some(declared)) = (remaining, header("content-length").and_then(|v| v.parse::<u64>().ok())) {
+            if declared > expected {
+                return Err(Permanent(format!(
+                    "{shown}: server sends {declared} bytes but the manifest size leaves {expected}"
+                )));
+            }
+        }
+        if !resumed {
+            let v = Validator { etag: header("etag"), last_modified: header("last-modified") };
+            let json = serde_json::to_vec(&v).unwrap_or_default();
+            let name = meta.file_name().and_then(|n| n.to_str()).unwrap_or("partial.json");
+            write_atomic(meta.parent().unwrap_or(Path::new(".")), name, &json).map_err(|e| io_err("writing", e))?;
+        }
+
+        let mut file = OpenOptions::new().create(true).write(true).truncate(false).open(&part)
+            .map_err(|e| io_err("opening", e))?;
+        file.set_len(resume_from).map_err(|e| io_err("truncating", e))?;
+        file.seek(SeekFrom::Start(resume_from)).map_err(|e| io_err("seeking", e))?;
+        let mut progress = Progress::new(wanted.id, wanted.size, resume_from);
+        let mut reader = response.into_body().into_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut done = resume_from;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    progress.finish();
+                    return Err(transient(format!("{shown}: body interrupted after {done} bytes: {e}")));
+                }
+            };
+            if wanted.size.is_some_and(|size| done + n as u64 > size) {
+                progress.finish();
+                remove_partial(&part, &meta);
+                return Err(Permanent(format!(
+                    "{shown}: body is larger than the manifest size {} bytes; refusing it",
+                    wanted.size.unwrap_or(0)
+                )));
+            }
+            file.write_all(&buf[..n]).map_err(|e| io_err("writing", e))?;
+            done += n as u64;
+            progress.update(done);
+        }
+        progress.finish();
+        drop(file);
+        if let Some(size) = wanted.size {
+            if done < size {
+                return Err(transient(format!("{shown}: body ended after {done} of {size} bytes")));
+            }
+        }
+        finish(&part, &meta, wanted, done - resume_from, resumed)
+    }
+}
+
+/// Hashes the complete partial file and checks it; a mismatch discards it.
+fn finish(part: &Path, meta: &Path, wanted: &Wanted<'_>, transferred: u64, resumed: bool) -> Result<Fetched, AttemptError> {
+    let (sha256, size) = super::cache::hash_file(part)
+        .map_err(|e| Permanent(format!("hashing {}: {e}", part.display())))?;
+    if let Some(expected) = wanted.sha256 {
+        if sha256 != expected {
+            remove_partial(part, meta);
+            let message = format!("content sha256 {sha256} does not match the manifest's {expected}; discarded");
+            // After a resume the two halves may come from different versions: retry from zero.
+            return Err(if resumed { transient(message) } else { Permanent(message) });
+        }
+    }
+    let _ = fs::remove_file(meta);
+    Ok(Fetched { path: part.to_path_buf(), sha256, size, transferred, resumed })
+}
+
+/// Copies a `file://` source into the partial file, then verifies it like a download.
+fn sideload(cache: &Cache, wanted: &Wanted<'_>, path: &Path) -> Result<Fetched, String> {
+    let key = wanted.partial_key();
+    let part = cache.partial_path(&key);
+    let meta = cache.partial_meta_path(&key);
+    let mut src = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = src.metadata().map_err(|e| e.to_string())?.len();
+    if let Some(size) = wanted.size {
+        if len != size {
+            return Err(format!("{} is {len} bytes, the manifest says {size}", path.display()));
+        }
+    }
+    let mut dst = File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+    io::copy(&mut src, &mut dst).map_err(|e| format!("copying {}: {e}", path.display()))?;
+    drop(dst);
+    finish(&part, &meta, wanted, 0, false).map_err(|e| match e {
+        Permanent(m) | Transient { message: m, .. } => m,
+    })
+}
+
+fn read_validator(meta: &Path) -> Validator {
+    fs::read(meta).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn remove_partial(part: &Path, meta: &Path) {
+    let _ = fs::remove_file(part);
+    let _ = fs::remove_file(meta);
+}
+
+/// `bytes 100-199/200` -> 100.
+fn parse_content_range_start(value: Option<&str>) -> Option<u64> {
+    let range = value?.trim().strip_prefix("bytes")?.trim();
+    range.split('-').next()?.trim().parse().ok()
+}
+
+fn classify_ureq_error(shown: &str, e: ureq::Error) -> AttemptError {
+    match e {
+        ureq::Error::TooManyRedirects => Permanent(format!("{shown}: too many redirects (a redirect loop?)")),
+        ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_) => Permanent(format!("{shown}: {e}")),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => Permanent(format!(
+            "{shown}: TLS failed: {e} (is the server's CA trusted? set download.ca_file for a private CA)"
+        )),
+        other => transient(format!("{shown}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_start() {
+        assert_eq!(parse_content_range_start(Some("bytes 100-199/200")), Some(100));
+        assert_eq!(parse_content_range_start(Some("bytes */200")), None);
+        assert_eq!(parse_content_range_start(None), None);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let d = Downloader::new(Settings {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(800),
+            ..Settings::default()
+        })
+        .unwrap();
+        for attempt in 1..10 {
+            let base = (0.1 * 2f64.powi(attempt as i32 - 1)).min(0.8);
+            let wait = d.backoff(attempt).as_secs_f64();
+            assert!(wait >= base * 0.5 - 1e-9 && wait <= base * 1.5 + 1e-9, "attempt {attempt}: {wait}");
+        }
+    }
+
+    #[test]
+    fn partial_key_is_the_digest_or_an_id_hash() {
+        let pinned = Wanted { id: "m", sha256: Some("ab"), size: Some(1) };
+        assert_eq!(pinned.partial_key(), "ab");
+        let tofu = Wanted { id: "m", sha256: None, size: None };
+        assert!(tofu.partial_key().starts_with("tofu-") && tofu.partial_key().len() == 5 + 64);
+    }
+}

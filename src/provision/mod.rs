@@ -1,0 +1,280 @@
+//! The provisioning phase: make every model of the manifest present and verified in the cache,
+//! then switch the cache's current generation to it. Blocking, run once at boot; with a complete
+//! cache it makes no network request at all.
+
+pub mod cache;
+pub mod download;
+pub mod maintain;
+pub mod manifest;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use crate::exit::{Exit, Failure};
+use crate::storage::{volatility, Volatility};
+use cache::{Cache, Generation, ModelRecord, Trust};
+use download::{Downloader, Wanted};
+use manifest::{Manifest, Model, Source};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub manifest: PathBuf,
+    pub cache_dir: PathBuf,
+    pub allow_volatile_cache: bool,
+    pub allow_downgrade: bool,
+    pub lock_wait: Duration,
+    pub download: download::Settings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub generation: u64,
+    pub models: usize,
+    pub from_cache: usize,
+    pub fetched: usize,
+    pub bytes_fetched: u64,
+    pub resumed: usize,
+}
+
+/// Runs the provisioning phase. Errors carry their exit code (see [`crate::exit`]).
+pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let manifest_bytes = std::fs::read(&opts.manifest)
+        .map_err(|e| Failure::new(Exit::Config, format!("cannot read manifest {}: {e}", opts.manifest.display())))?;
+    let manifest = Manifest::parse(&opts.manifest, &manifest_bytes)
+        .map_err(|e| Failure::new(Exit::Config, e.to_string()))?;
+    check_persistent(&opts.cache_dir, opts.allow_volatile_cache)?;
+
+    let cache = Cache::new(&opts.cache_dir);
+    cache.create_dirs().with_context(|| format!("creating the cache in {}", opts.cache_dir.display()))
+        .map_err(|e| Failure::new(Exit::Provisioning, format!("{e:#}")))?;
+    let _lock = cache.lock(opts.lock_wait).map_err(|e| Failure::new(Exit::Provisioning, e.to_string()))?;
+    let current = cache.current().context("reading the cache's current generation")?;
+    check_rollback(&manifest, current.as_ref(), &opts.manifest, opts.allow_downgrade)?;
+
+    let manifest_sha = cache::hex(ring::digest::digest(&ring::digest::SHA256, &manifest_bytes).as_ref());
+    let mut records = Vec::new();
+    let mut missing = Vec::new();
+    for model in &manifest.models {
+        match reusable(&cache, current.as_ref(), model) {
+            Some(record) => records.push(record),
+            None => missing.push(model),
+        }
+    }
+    let mut summary = Summary { models: manifest.models.len(), from_cache: records.len(), ..Summary::default() };
+    if missing.is_empty() {
+        if let Some(cur) = &current {
+            if cur.manifest_sha256 == manifest_sha {
+                log::info!(
+                    "cache complete: {} model(s) verified present in generation {}; no network needed",
+                    records.len(),
+                    cur.generation
+                );
+                summary.generation = cur.generation;
+                return Ok(summary);
+            }
+        }
+    }
+
+    check_free_space(&cache, &missing)?;
+    let downloader = Downloader::new(opts.download.clone()).map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?;
+    let mut failed = Vec::new();
+    for model in &missing {
+        match fetch_model(&cache, &downloader, model) {
+            Ok((record, fetched)) => {
+                summary.fetched += 1;
+                summary.bytes_fetched += fetched.transferred;
+                summary.resumed += usize::from(fetched.resumed);
+                records.push(record);
+            }
+            Err(e) => {
+                log::error!("{}: {e:#}", model.id);
+                failed.push(model.id.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        let kept = current.as_ref().map_or("none".to_string(), |g| g.generation.to_string());
+        return Err(Failure::new(
+            Exit::Provisioning,
+            format!(
+                "provisioning incomplete: {} of {} model(s) could not be fetched ({}); the cache still \
+                 holds generation {kept}",
+                failed.len(),
+                manifest.models.len(),
+                failed.join(", ")
+            ),
+        )
+        .into());
+    }
+
+    // Keep the manifest's order in the record.
+    records.sort_by_key(|r| manifest.models.iter().position(|m| m.id == r.id));
+    let next = cache.generation_numbers()?.last().copied().unwrap_or(0) + 1;
+    let generation = Generation {
+        generation: next,
+        manifest_version: manifest.version,
+        manifest_sha256: manifest_sha,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        models: records,
+    };
+    let signature = std::fs::read(sig_path(&opts.manifest)).ok();
+    cache.commit(&generation, &manifest_bytes, signature.as_deref()).context("switching to the new generation")?;
+    summary.generation = next;
+    log::info!(
+        "provisioned generation {next}: {} model(s), {} from cache, {} fetched ({}, {} resumed) in {:.1}s",
+        summary.models,
+        summary.from_cache,
+        summary.fetched,
+        progress::bytes(summary.bytes_fetched),
+        summary.resumed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(summary)
+}
+
+pub fn sig_path(manifest: &Path) -> PathBuf {
+    let mut name = manifest.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
+/// Refuses a cache on tmpfs/ramfs: the weights would vanish at the next reboot.
+pub fn check_persistent(dir: &Path, allow_volatile: bool) -> anyhow::Result<()> {
+    let (kind, probed) = volatility(dir).with_context(|| format!("examining the cache directory {}", dir.display()))?;
+    if let Volatility::Volatile(fs) = kind {
+        let explanation = format!(
+            "the cache directory {} is on {fs} ({} is a {fs} mount): its contents vanish at every reboot, \
+             so the device would download every model again at each boot and could not start offline",
+            dir.display(),
+            probed.display()
+        );
+        if !allow_volatile {
+            return Err(Failure::new(
+                Exit::Config,
+                format!(
+                    "{explanation}. Point cache.dir (--cache-dir, OUTPOST_CACHE_DIR) at persistent storage \
+                     such as /var/lib/outpost/cache, or pass --allow-volatile-cache if this is intended"
+                ),
+            )
+            .into());
+        }
+        log::warn!("{explanation}; continuing because --allow-volatile-cache was given");
+    }
+    Ok(())
+}
+
+fn check_rollback(manifest: &Manifest, current: Option<&Generation>, path: &Path, allow: bool) -> anyhow::Result<()> {
+    if let Some(cur) = current {
+        if manifest.version < cur.manifest_version {
+            let message = format!(
+                "manifest {} has version {}, lower than the installed version {} (generation {}): refusing \
+                 a rollback; pass --allow-downgrade to install it anyway",
+                path.display(),
+                manifest.version,
+                cur.manifest_version,
+                cur.generation
+            );
+            if !allow {
+                return Err(Failure::new(Exit::Config, message).into());
+            }
+            log::warn!("{message}; allowed by --allow-downgrade");
+        }
+    }
+    Ok(())
+}
+
+/// The model's record when its blob is already in the cache (no network needed).
+fn reusable(cache: &Cache, current: Option<&Generation>, model: &Model) -> Option<ModelRecord> {
+    if let (Some(sha), Some(size)) = (&model.sha256, model.size) {
+        if !cache.has_blob(sha, size) {
+            return None;
+        }
+        let env = current
+            .and_then(|g| g.models.iter().find(|r| r.id == model.id && &r.sha256 == sha))
+            .and_then(|r| r.environment_sha256.clone());
+        if model.environment.is_some() && env.is_none() {
+            return None;
+        }
+        return Some(record(model, sha, size, Trust::Pinned, env));
+    }
+    // Trust-on-first-use: reuse what the current generation recorded for the same source.
+    let shown = model.source.to_string();
+    let prior = current?.models.iter().find(|r| r.id == model.id && r.source == shown)?;
+    cache.has_blob(&prior.sha256, prior.size).then(|| prior.clone())
+}
+
+fn record(model: &Model, sha: &str, size: u64, trust: Trust, environment_sha256: Option<String>) -> ModelRecord {
+    ModelRecord {
+        id: model.id.clone(),
+        sha256: sha.to_string(),
+        size,
+        source: model.source.to_string(),
+        trust,
+        family: model.family.clone(),
+        classes: model.classes.clone(),
+        input: model.input,
+        environment_sha256,
+    }
+}
+
+fn fetch_model(cache: &Cache, downloader: &Downloader, model: &Model) -> anyhow::Result<(ModelRecord, download::Fetched)> {
+    if matches!(model.source, Source::Roboflow(_)) {
+        return Err(Failure::new(
+            Exit::Unavailable,
+            format!("model {}: roboflow sources are not supported in this build yet", model.id),
+        )
+        .into());
+    }
+    let wanted = Wanted { id: &model.id, sha256: model.sha256.as_deref(), size: model.size };
+    let fetched = downloader.fetch(cache, &wanted, &model.candidates)?;
+    cache.install_blob(&fetched.path, &fetched.sha256)?;
+    let env = match &model.environment {
+        Some(source) => {
+            let env_id = format!("{}.environment", model.id);
+            let env_wanted = Wanted { id: &env_id, sha256: None, size: None };
+            let env = downloader.fetch(cache, &env_wanted, std::slice::from_ref(source))?;
+            cache.install_blob(&env.path, &env.sha256)?;
+            Some(env.sha256)
+        }
+        None => None,
+    };
+    let trust = if model.sha256.is_some() { Trust::Pinned } else { Trust::TrustOnFirstUse };
+    Ok((record(model, &fetched.sha256, fetched.size, trust, env), fetched))
+}
+
+/// Fails early when the missing models cannot fit, instead of filling the disk halfway.
+fn check_free_space(cache: &Cache, missing: &[&Model]) -> anyhow::Result<()> {
+    let needed: u64 = missing
+        .iter()
+        .filter_map(|m| {
+            let size = m.size?;
+            let have = m.sha256.as_ref().and_then(|s| std::fs::metadata(cache.partial_path(s)).ok()).map_or(0, |md| md.len());
+            Some(size.saturating_sub(have))
+        })
+        .sum();
+    if needed == 0 {
+        return Ok(());
+    }
+    let margin = needed / 20 + 8 * 1024 * 1024;
+    let stat = rustix::fs::statvfs(cache.root()).with_context(|| format!("statvfs {}", cache.root().display()))?;
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if available < needed + margin {
+        return Err(Failure::new(
+            Exit::Provisioning,
+            format!(
+                "not enough free space in {}: the missing models need {} (plus {} margin), {} is available; \
+                 free space (e.g. `outpost cache gc`) or choose a larger cache.dir",
+                cache.root().display(),
+                progress::bytes(needed),
+                progress::bytes(margin),
+                progress::bytes(available)
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
