@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: run the real `outpost` binary in a clean environment.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
