@@ -98,20 +98,7 @@ pub struct Downloader {
 
 impl Downloader {
     pub fn new(settings: Settings) -> anyhow::Result<Downloader> {
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca) = &settings.ca_file {
-            let pem = fs::read(ca).map_err(|e| anyhow::anyhow!("CA file {}: {e}", ca.display()))?;
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if certs.is_empty() {
-                anyhow::bail!("CA file {} holds no PEM certificate", ca.display());
-            }
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-        }
+        let tls = super::tls::client_config(settings.ca_file.as_deref())?;
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(settings.connect_timeout))
             .timeout_recv_response(Some(settings.read_timeout))
@@ -119,13 +106,12 @@ impl Downloader {
             .http_status_as_error(false)
             .max_redirects(5)
             .user_agent(format!("outpost/{}", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls.build())
             .build();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 32;
-        Ok(Downloader { agent: config.into(), settings, rng: std::cell::Cell::new(seed | 1) })
+        Ok(Downloader { agent: super::tls::agent(config, tls), settings, rng: std::cell::Cell::new(seed | 1) })
     }
 
     pub fn agent(&self) -> &ureq::Agent {

@@ -7,6 +7,7 @@ pub mod download;
 pub mod maintain;
 pub mod manifest;
 pub mod progress;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
