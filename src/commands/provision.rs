@@ -23,6 +23,7 @@ pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
         allow_volatile_cache: args.allow_volatile_cache,
         allow_downgrade: args.allow_downgrade,
         lock_wait: config.provision.lock_wait,
+        trusted_keys: config.provision.trusted_keys.clone(),
         download: download::Settings {
             connect_timeout: d.connect_timeout,
             read_timeout: d.read_timeout,

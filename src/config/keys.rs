@@ -168,6 +168,14 @@ pub const KEYS: &[KeyDef] = &[
         help: "the models manifest to provision (a detached signature sits beside it as .sig)",
     },
     KeyDef {
+        name: "provision.trusted_keys",
+        kind: Kind::List,
+        default: Some(""),
+        in_profile: false,
+        env_aliases: &[],
+        help: "ed25519 public keys (hex); when set, the manifest must carry a valid .sig",
+    },
+    KeyDef {
         name: "provision.lock_wait_secs",
         kind: Kind::Int,
         default: Some("300"),

@@ -91,6 +91,7 @@ pub struct Roboflow {
 #[derive(Debug, Clone)]
 pub struct Provision {
     pub manifest: PathBuf,
+    pub trusted_keys: Vec<String>,
     pub lock_wait: Duration,
 }
 
@@ -166,6 +167,7 @@ impl Config {
             },
             provision: Provision {
                 manifest: PathBuf::from(string(s, "provision.manifest")?),
+                trusted_keys: list(s, "provision.trusted_keys")?,
                 lock_wait: Duration::from_secs(int_in(s, "provision.lock_wait_secs", 0, 86_400)? as u64),
             },
             download: Download {

@@ -7,6 +7,7 @@ pub mod download;
 pub mod maintain;
 pub mod manifest;
 pub mod progress;
+pub mod signature;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct Options {
     pub allow_volatile_cache: bool,
     pub allow_downgrade: bool,
     pub lock_wait: Duration,
+    /// ed25519 public keys (hex); when non-empty the manifest must be signed by one of them.
+    pub trusted_keys: Vec<String>,
     pub download: download::Settings,
 }
 
@@ -45,6 +48,14 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let manifest_bytes = std::fs::read(&opts.manifest)
         .map_err(|e| Failure::new(Exit::Config, format!("cannot read manifest {}: {e}", opts.manifest.display())))?;
+    let signature = read_optional(&sig_path(&opts.manifest))?;
+    match signature::verify(&manifest_bytes, signature.as_deref(), &opts.trusted_keys) {
+        Ok(true) => log::info!("manifest {}: signature verified", opts.manifest.display()),
+        Ok(false) => log::debug!("no trusted keys configured: manifest signature not required"),
+        Err(why) => {
+            return Err(Failure::new(Exit::Config, format!("manifest {} refused: {why}", opts.manifest.display())).into())
+        }
+    }
     let manifest = Manifest::parse(&opts.manifest, &manifest_bytes)
         .map_err(|e| Failure::new(Exit::Config, e.to_string()))?;
     check_persistent(&opts.cache_dir, opts.allow_volatile_cache)?;
@@ -122,7 +133,6 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         models: records,
     };
-    let signature = std::fs::read(sig_path(&opts.manifest)).ok();
     cache.commit(&generation, &manifest_bytes, signature.as_deref()).context("switching to the new generation")?;
     summary.generation = next;
     log::info!(
@@ -135,6 +145,14 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
         started.elapsed().as_secs_f64()
     );
     Ok(summary)
+}
+
+fn read_optional(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Failure::new(Exit::Config, format!("cannot read {}: {e}", path.display())).into()),
+    }
 }
 
 pub fn sig_path(manifest: &Path) -> PathBuf {
