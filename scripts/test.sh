@@ -3,5 +3,6 @@
 # on the host. `.ci/run` adds the cross-built aarch64 run under qemu and the fixture re-derivation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup-debian.sh
 bash scripts/fetch-fixtures.sh --offline
 cargo test --locked "$@"

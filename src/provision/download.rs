@@ -341,11 +341,24 @@ fn classify_ureq_error(shown: &str, e: ureq::Error) -> AttemptError {
     match e {
         ureq::Error::TooManyRedirects => Permanent(format!("{shown}: too many redirects (a redirect loop?)")),
         ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_) => Permanent(format!("{shown}: {e}")),
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => Permanent(format!(
-            "{shown}: TLS failed: {e} (is the server's CA trusted? set download.ca_file for a private CA)"
-        )),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => tls_failure(shown, &e.to_string()),
+        ureq::Error::Io(io) if is_certificate_error(&io) => tls_failure(shown, &io.to_string()),
         other => transient(format!("{shown}: {other}")),
     }
+}
+
+/// A certificate the client cannot trust will not become trustworthy on retry.
+fn tls_failure(shown: &str, detail: &str) -> AttemptError {
+    Permanent(format!(
+        "{shown}: TLS failed: {detail} (is the server's CA trusted? set download.ca_file for a private CA; \
+         is the clock right?)"
+    ))
+}
+
+fn is_certificate_error(io: &io::Error) -> bool {
+    io.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod nginx;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,14 +41,16 @@ impl Sandbox {
 
     /// `outpost` with only the variables a test sets: sysroot = an x86 PC without device tree.
     pub fn outpost(&self) -> Command {
-        let mut cmd = match foreign_runner() {
-            Some(runner) => {
-                let mut c = Command::new(runner);
-                c.arg(env!("CARGO_BIN_EXE_outpost"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_outpost")),
-        };
+        self.outpost_via(&[])
+    }
+
+    /// `outpost` started through a wrapper command such as `faketime DATE`.
+    pub fn outpost_via(&self, wrapper: &[&str]) -> Command {
+        let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        argv.extend(foreign_runner().map(String::from));
+        argv.push(env!("CARGO_BIN_EXE_outpost").to_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         cmd.env_clear()
             .env("OUTPOST_SYSROOT", device_tree("x86-pc"))
             .env("OUTPOST_CONFIG", self.path().join("outpost.toml"))
@@ -59,7 +62,7 @@ impl Sandbox {
 
 /// When these tests were cross-built for aarch64 and run under qemu-user on an x86_64 host, the
 /// binary they spawn needs qemu too (no binfmt_misc here). The host kernel's own arch file tells.
-fn foreign_runner() -> Option<&'static str> {
+pub fn foreign_runner() -> Option<&'static str> {
     let kernel_arch = std::fs::read_to_string("/proc/sys/kernel/arch").unwrap_or_default();
     (cfg!(target_arch = "aarch64") && kernel_arch.trim() == "x86_64").then_some("qemu-aarch64-static")
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages outpost's build and tests need, if any is missing:
+# cross toolchain and emulator for the aarch64 build, nginx + openssl + faketime for the TLS
+# provisioning tests. Idempotent; uses sudo when not root.
+set -euo pipefail
+packages=(gcc-aarch64-linux-gnu qemu-user-static file nginx-light openssl faketime)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+echo "setup-debian: installing ${missing[*]}"
+as_root apt-get update -qq
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The nginx package starts a system service on port 80; the tests run their own instances.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+  as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
