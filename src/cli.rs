@@ -23,8 +23,9 @@ COMMANDS:
     cache verify [--repair]
                            re-hash every blob; --repair discards bad ones and re-fetches
     cache gc               remove unreferenced blobs, old generations and stale partials
-    cache export|import <BUNDLE>
-                           tar bundle of manifest + blobs for air-gapped units
+    cache export <BUNDLE>  write the current generation (manifest + blobs) to a tar bundle
+    cache import <BUNDLE> [--allow-downgrade]
+                           verify every blob of a bundle, then activate it (no network)
     board [detect]         print the autodetected board profile (name on the first line)
     board list             list the known board profiles
     board show <NAME>      print a board profile after inheritance, with each value's origin
@@ -67,7 +68,8 @@ pub enum CacheCommand {
     Verify { repair: bool },
     Gc,
     Export(PathBuf),
-    Import(PathBuf),
+    /// The provisioning flags (--allow-downgrade, --allow-volatile-cache) apply to an import too.
+    Import { bundle: PathBuf, args: ProvisionArgs },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -211,6 +213,7 @@ fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageEr
         Command::Config { .. } | Command::Cache(CacheCommand::Ls { .. }) => &["--json"],
         Command::Cache(CacheCommand::Verify { .. }) => &["--repair"],
         Command::Provision(_) => &["--manifest", "--allow-volatile-cache", "--allow-downgrade"],
+        Command::Cache(CacheCommand::Import { .. }) => &["--allow-volatile-cache", "--allow-downgrade"],
         _ => &[],
     };
     match opts.given.iter().find(|f| !allowed.contains(f)) {
@@ -232,7 +235,10 @@ fn command_from_words(words: &[String], opts: &CommandOptions) -> Result<Command
         ["cache", "verify"] => Ok(Command::Cache(CacheCommand::Verify { repair: opts.repair })),
         ["cache", "gc"] => Ok(Command::Cache(CacheCommand::Gc)),
         ["cache", "export", bundle] => Ok(Command::Cache(CacheCommand::Export(PathBuf::from(bundle)))),
-        ["cache", "import", bundle] => Ok(Command::Cache(CacheCommand::Import(PathBuf::from(bundle)))),
+        ["cache", "import", bundle] => Ok(Command::Cache(CacheCommand::Import {
+            bundle: PathBuf::from(bundle),
+            args: opts.provision.clone(),
+        })),
         ["cache", "export" | "import"] => Err(UsageError(format!("`cache {}` needs a bundle path", words[1]))),
         ["cache"] => Err(UsageError("`cache` needs a command: ls, verify, gc, export or import".into())),
         ["cache", other, ..] => Err(UsageError(format!("unknown `cache` command `{other}`"))),

@@ -3,7 +3,7 @@
 use crate::cli::{CacheCommand, Global, ProvisionArgs};
 use crate::exit::{Exit, Failure};
 use crate::provision::cache::{Cache, Trust};
-use crate::provision::maintain;
+use crate::provision::{bundle, maintain};
 use crate::provision::progress::bytes;
 
 pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
@@ -60,8 +60,30 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        CacheCommand::Export(_) => Err(Failure::not_implemented("cache export").into()),
-        CacheCommand::Import(_) => Err(Failure::not_implemented("cache import").into()),
+        CacheCommand::Export(path) => {
+            let _lock = cache.lock(loaded.config.provision.lock_wait)?;
+            let e = bundle::export(&cache, path)?;
+            println!(
+                "exported generation {} to {}: {} blob(s), {}",
+                e.generation,
+                path.display(),
+                e.blobs,
+                bytes(e.bytes)
+            );
+            Ok(())
+        }
+        CacheCommand::Import { bundle: path, args } => {
+            let opts = super::provision::options(&loaded.config, args);
+            let i = bundle::import(&opts, path)?;
+            println!(
+                "imported {} into generation {}: {} blob(s) added, {} already present",
+                path.display(),
+                i.generation,
+                i.blobs,
+                i.already_present
+            );
+            Ok(())
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! then switch the cache's current generation to it. Blocking, run once at boot; with a complete
 //! cache it makes no network request at all.
 
+pub mod bundle;
 pub mod cache;
 pub mod download;
 pub mod maintain;
@@ -49,25 +50,12 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let manifest_bytes = std::fs::read(&opts.manifest)
         .map_err(|e| Failure::new(Exit::Config, format!("cannot read manifest {}: {e}", opts.manifest.display())))?;
     let signature = read_optional(&sig_path(&opts.manifest))?;
-    match signature::verify(&manifest_bytes, signature.as_deref(), &opts.trusted_keys) {
-        Ok(true) => log::info!("manifest {}: signature verified", opts.manifest.display()),
-        Ok(false) => log::debug!("no trusted keys configured: manifest signature not required"),
-        Err(why) => {
-            return Err(Failure::new(Exit::Config, format!("manifest {} refused: {why}", opts.manifest.display())).into())
-        }
-    }
-    let manifest = Manifest::parse(&opts.manifest, &manifest_bytes)
-        .map_err(|e| Failure::new(Exit::Config, e.to_string()))?;
-    check_persistent(&opts.cache_dir, opts.allow_volatile_cache)?;
-
-    let cache = Cache::new(&opts.cache_dir);
-    cache.create_dirs().with_context(|| format!("creating the cache in {}", opts.cache_dir.display()))
-        .map_err(|e| Failure::new(Exit::Provisioning, format!("{e:#}")))?;
-    let _lock = cache.lock(opts.lock_wait).map_err(|e| Failure::new(Exit::Provisioning, e.to_string()))?;
+    let manifest = trusted_manifest(&opts.manifest, &manifest_bytes, signature.as_deref(), &opts.trusted_keys)?;
+    let (cache, _lock) = open_for_writing(opts)?;
     let current = cache.current().context("reading the cache's current generation")?;
     check_rollback(&manifest, current.as_ref(), &opts.manifest, opts.allow_downgrade)?;
 
-    let manifest_sha = cache::hex(ring::digest::digest(&ring::digest::SHA256, &manifest_bytes).as_ref());
+    let manifest_sha = sha256_hex(&manifest_bytes);
     let mut records = Vec::new();
     let mut missing = Vec::new();
     for model in &manifest.models {
@@ -125,15 +113,7 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
 
     // Keep the manifest's order in the record.
     records.sort_by_key(|r| manifest.models.iter().position(|m| m.id == r.id));
-    let next = cache.generation_numbers()?.last().copied().unwrap_or(0) + 1;
-    let generation = Generation {
-        generation: next,
-        manifest_version: manifest.version,
-        manifest_sha256: manifest_sha,
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        models: records,
-    };
-    cache.commit(&generation, &manifest_bytes, signature.as_deref()).context("switching to the new generation")?;
+    let next = commit_next(&cache, &manifest, manifest_sha, records, &manifest_bytes, signature.as_deref())?;
     summary.generation = next;
     log::info!(
         "provisioned generation {next}: {} model(s), {} from cache, {} fetched ({}, {} resumed) in {:.1}s",
@@ -145,6 +125,53 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
         started.elapsed().as_secs_f64()
     );
     Ok(summary)
+}
+
+/// The manifest, once its signature (when keys are configured) verified and it parsed.
+pub fn trusted_manifest(path: &Path, bytes: &[u8], sig: Option<&[u8]>, keys: &[String]) -> anyhow::Result<Manifest> {
+    match signature::verify(bytes, sig, keys) {
+        Ok(true) => log::info!("manifest {}: signature verified", path.display()),
+        Ok(false) => log::debug!("no trusted keys configured: manifest signature not required"),
+        Err(why) => return Err(Failure::new(Exit::Config, format!("manifest {} refused: {why}", path.display())).into()),
+    }
+    Manifest::parse(path, bytes).map_err(|e| Failure::new(Exit::Config, e.to_string()).into())
+}
+
+/// Checks the storage, creates the cache and takes its single-writer lock.
+pub fn open_for_writing(opts: &Options) -> anyhow::Result<(Cache, cache::CacheLock)> {
+    check_persistent(&opts.cache_dir, opts.allow_volatile_cache)?;
+    let cache = Cache::new(&opts.cache_dir);
+    cache
+        .create_dirs()
+        .with_context(|| format!("creating the cache in {}", opts.cache_dir.display()))
+        .map_err(|e| Failure::new(Exit::Provisioning, format!("{e:#}")))?;
+    let lock = cache.lock(opts.lock_wait).map_err(|e| Failure::new(Exit::Provisioning, e.to_string()))?;
+    Ok((cache, lock))
+}
+
+/// Records a new generation after the newest one and makes it current.
+pub fn commit_next(
+    cache: &Cache,
+    manifest: &Manifest,
+    manifest_sha256: String,
+    models: Vec<ModelRecord>,
+    manifest_bytes: &[u8],
+    signature: Option<&[u8]>,
+) -> anyhow::Result<u64> {
+    let next = cache.generation_numbers()?.last().copied().unwrap_or(0) + 1;
+    let generation = Generation {
+        generation: next,
+        manifest_version: manifest.version,
+        manifest_sha256,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        models,
+    };
+    cache.commit(&generation, manifest_bytes, signature).context("switching to the new generation")?;
+    Ok(next)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    cache::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 fn read_optional(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
@@ -186,7 +213,7 @@ pub fn check_persistent(dir: &Path, allow_volatile: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn check_rollback(manifest: &Manifest, current: Option<&Generation>, path: &Path, allow: bool) -> anyhow::Result<()> {
+pub fn check_rollback(manifest: &Manifest, current: Option<&Generation>, path: &Path, allow: bool) -> anyhow::Result<()> {
     if let Some(cur) = current {
         if manifest.version < cur.manifest_version {
             let message = format!(
