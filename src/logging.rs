@@ -16,7 +16,11 @@ struct StderrLogger {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        // Other crates stop at debug: at trace, ureq-proto hex-dumps raw requests, which would
+        // show a URL's API key in fragments no redaction can recognise.
+        let ours = metadata.target().starts_with("outpost");
+        let level = if ours { log::max_level() } else { log::max_level().min(LevelFilter::Debug) };
+        metadata.level() <= level
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -85,6 +89,17 @@ mod tests {
         assert_eq!(parse_level("DEBUG"), Some(LevelFilter::Debug));
         assert_eq!(parse_level(" warning "), Some(LevelFilter::Warn));
         assert_eq!(parse_level("verbose"), None);
+    }
+
+    #[test]
+    fn other_crates_never_log_at_trace() {
+        log::set_max_level(LevelFilter::Trace);
+        let logger = StderrLogger { journald: false };
+        let meta = |target| Metadata::builder().level(Level::Trace).target(target).build();
+        assert!(logger.enabled(&meta("outpost::provision")));
+        assert!(!logger.enabled(&meta("ureq_proto::util")));
+        let debug = Metadata::builder().level(Level::Debug).target("ureq::run").build();
+        assert!(logger.enabled(&debug));
     }
 
     #[test]

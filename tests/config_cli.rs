@@ -117,7 +117,7 @@ fn api_key_never_appears_in_output_at_trace_level() {
         let mut cmd = sandbox.outpost();
         cmd.env("ROBOFLOW_API_KEY", secret).args(&args);
         let out = run(&mut cmd);
-        assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret), "{args:?} leaked the key");
+        assert!(!support::leaks(&out.stdout, secret) && !support::leaks(&out.stderr, secret), "{args:?} leaked the key");
     }
     let doc = config_json(&mut sandbox.outpost());
     assert_eq!(setting(&doc, "roboflow.api_key").0, "***");

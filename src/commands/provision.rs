@@ -24,6 +24,11 @@ pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
         allow_downgrade: args.allow_downgrade,
         lock_wait: config.provision.lock_wait,
         trusted_keys: config.provision.trusted_keys.clone(),
+        roboflow: provision::RoboflowOptions {
+            api_base: config.roboflow.api_base.clone(),
+            api_key: config.roboflow.api_key.clone(),
+            device: format!("outpost-{}", config.board),
+        },
         download: download::Settings {
             connect_timeout: d.connect_timeout,
             read_timeout: d.read_timeout,

@@ -118,6 +118,11 @@ impl Downloader {
         &self.agent
     }
 
+    /// Attempts per source (the first plus the retries).
+    pub fn attempts(&self) -> u32 {
+        self.settings.retries + 1
+    }
+
     /// Fetches `wanted` from the first candidate that delivers it, retrying transient failures.
     pub fn fetch(&self, cache: &Cache, wanted: &Wanted<'_>, candidates: &[Source]) -> anyhow::Result<Fetched> {
         let mut failures = Vec::new();

@@ -8,6 +8,7 @@ pub mod download;
 pub mod maintain;
 pub mod manifest;
 pub mod progress;
+pub mod roboflow;
 pub mod signature;
 pub mod tls;
 
@@ -31,7 +32,16 @@ pub struct Options {
     pub lock_wait: Duration,
     /// ed25519 public keys (hex); when non-empty the manifest must be signed by one of them.
     pub trusted_keys: Vec<String>,
+    pub roboflow: RoboflowOptions,
     pub download: download::Settings,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoboflowOptions {
+    pub api_base: String,
+    pub api_key: Option<crate::redact::Secret>,
+    /// Sent as `device=`: identifies this unit to Roboflow.
+    pub device: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,7 +93,7 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let downloader = Downloader::new(opts.download.clone()).map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?;
     let mut failed = Vec::new();
     for model in &missing {
-        match fetch_model(&cache, &downloader, model) {
+        match fetch_model(&cache, &downloader, model, &manifest, &opts.roboflow) {
             Ok((record, fetched)) => {
                 summary.fetched += 1;
                 summary.bytes_fetched += fetched.transferred;
@@ -267,18 +277,44 @@ fn record(model: &Model, sha: &str, size: u64, trust: Trust, environment_sha256:
     }
 }
 
-fn fetch_model(cache: &Cache, downloader: &Downloader, model: &Model) -> anyhow::Result<(ModelRecord, download::Fetched)> {
-    if matches!(model.source, Source::Roboflow(_)) {
-        return Err(Failure::new(
-            Exit::Unavailable,
-            format!("model {}: roboflow sources are not supported in this build yet", model.id),
-        )
-        .into());
+fn fetch_model(
+    cache: &Cache,
+    downloader: &Downloader,
+    model: &Model,
+    manifest: &Manifest,
+    rf: &RoboflowOptions,
+) -> anyhow::Result<(ModelRecord, download::Fetched)> {
+    let mut candidates = model.candidates.clone();
+    let mut environment = model.environment.clone();
+    let mut record_extra = (model.family.clone(), model.classes.clone());
+    if let Source::Roboflow(id) = &model.source {
+        let api = roboflow::Api {
+            agent: downloader.agent(),
+            base: &rf.api_base,
+            key: rf.api_key.as_ref(),
+            device: &rf.device,
+            attempts: downloader.attempts(),
+            backoff: Duration::from_millis(500),
+        };
+        let ort = api.resolve(id).map_err(|e| anyhow::anyhow!("model {}: {e}", model.id))?;
+        let resolved = |url: &str| -> anyhow::Result<Source> {
+            if url.starts_with("https://") || (manifest.allow_http && url.starts_with("http://")) {
+                Ok(Source::Url(url.to_string()))
+            } else {
+                anyhow::bail!("model {}: Roboflow answered a non-https URL {}", model.id, crate::redact::redact_url(url))
+            }
+        };
+        let origin = resolved(&ort.model)?;
+        candidates = candidates.into_iter().map(|c| if c == model.source { origin.clone() } else { c }).collect();
+        if environment.is_none() {
+            environment = ort.environment.as_deref().map(resolved).transpose()?;
+        }
+        record_extra = (record_extra.0.or(ort.model_type), record_extra.1.or(ort.classes));
     }
     let wanted = Wanted { id: &model.id, sha256: model.sha256.as_deref(), size: model.size };
-    let fetched = downloader.fetch(cache, &wanted, &model.candidates)?;
+    let fetched = downloader.fetch(cache, &wanted, &candidates)?;
     cache.install_blob(&fetched.path, &fetched.sha256)?;
-    let env = match &model.environment {
+    let env = match &environment {
         Some(source) => {
             let env_id = format!("{}.environment", model.id);
             let env_wanted = Wanted { id: &env_id, sha256: None, size: None };
@@ -289,7 +325,9 @@ fn fetch_model(cache: &Cache, downloader: &Downloader, model: &Model) -> anyhow:
         None => None,
     };
     let trust = if model.sha256.is_some() { Trust::Pinned } else { Trust::TrustOnFirstUse };
-    Ok((record(model, &fetched.sha256, fetched.size, trust, env), fetched))
+    let mut rec = record(model, &fetched.sha256, fetched.size, trust, env);
+    (rec.family, rec.classes) = record_extra;
+    Ok((rec, fetched))
 }
 
 /// Fails early when the missing models cannot fit, instead of filling the disk halfway.

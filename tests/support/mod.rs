@@ -81,3 +81,15 @@ pub fn run(cmd: &mut Command) -> Run {
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
 }
+
+/// Whether `output` shows any 8-character piece of `secret`, as text or as hex bytes (as a
+/// wire dump would): redaction must hide fragments too, not only the whole.
+pub fn leaks(output: &str, secret: &str) -> bool {
+    let squeezed: String = output.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+    let bytes = secret.as_bytes();
+    bytes.windows(8.min(bytes.len())).any(|w| {
+        let text = String::from_utf8_lossy(w).to_lowercase();
+        let hex: String = w.iter().map(|b| format!("{b:02x}")).collect();
+        output.contains(&*String::from_utf8_lossy(w)) || squeezed.contains(&text) || squeezed.contains(&hex)
+    })
+}

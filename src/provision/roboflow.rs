@@ -1,0 +1,155 @@
+//! Resolving Roboflow model ids (`roboflow:<dataset>/<version>`, or aliases such as
+//! `yolov8n-640` and `rfdetr-base`) to download URLs through Roboflow's API.
+//!
+//! `GET {api_base}/ort/{dataset}/{version}?api_key=...&device=...&nocache=true&dynamic=true`
+//! answers JSON whose `ort` object names the weights (`model`), the `environment` file, `classes`,
+//! `modelType` and `type`. The API key travels only in that request: it is redacted from every
+//! message and never written to the cache.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::redact::{redact_url, Secret};
+
+/// Roboflow's public aliases for detection models (inference_sdk's REGISTERED_ALIASES and
+/// RF-DETR aliases).
+const ALIASES: &[(&str, &str)] = &[
+    ("yolov8n-640", "coco/3"),
+    ("yolov8n-1280", "coco/9"),
+    ("yolov8s-640", "coco/6"),
+    ("yolov8s-1280", "coco/10"),
+    ("yolov8m-640", "coco/8"),
+    ("yolov8m-1280", "coco/11"),
+    ("yolov8l-640", "coco/7"),
+    ("yolov8l-1280", "coco/12"),
+    ("yolov8x-640", "coco/5"),
+    ("yolov8x-1280", "coco/13"),
+    ("yolo-nas-s-640", "coco/14"),
+    ("yolo-nas-m-640", "coco/15"),
+    ("yolo-nas-l-640", "coco/16"),
+    ("yolov10n-640", "coco/19"),
+    ("yolov10s-640", "coco/20"),
+    ("yolov10m-640", "coco/21"),
+    ("yolov10b-640", "coco/22"),
+    ("yolov10l-640", "coco/23"),
+    ("yolov10x-640", "coco/24"),
+    ("rfdetr-base", "coco/36"),
+    ("rfdetr-nano", "coco/38"),
+    ("rfdetr-small", "coco/39"),
+    ("rfdetr-medium", "coco/40"),
+    ("rfdetr-large", "coco/50"),
+];
+
+/// `dataset/version` for an id or alias, or an error naming the known aliases.
+pub fn dataset_version(id: &str) -> Result<(String, String), String> {
+    let resolved = ALIASES.iter().find(|(alias, _)| *alias == id).map_or(id, |(_, target)| target);
+    match resolved.split_once('/') {
+        Some((dataset, version)) if !dataset.is_empty() && !version.is_empty() => {
+            Ok((dataset.to_string(), version.to_string()))
+        }
+        _ => Err(format!(
+            "`{id}` is neither <dataset>/<version> nor a known alias ({})",
+            ALIASES.iter().map(|(a, _)| *a).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct OrtResponse {
+    ort: Ort,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ort {
+    /// URL of the ONNX weights (often pre-signed, with its own short-lived token).
+    pub model: String,
+    pub environment: Option<String>,
+    pub classes: Option<Vec<String>>,
+    pub model_type: Option<String>,
+    #[serde(rename = "type")]
+    pub task: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Api<'a> {
+    pub agent: &'a ureq::Agent,
+    pub base: &'a str,
+    pub key: Option<&'a Secret>,
+    pub device: &'a str,
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+impl Api<'_> {
+    /// Asks the API where `id`'s weights are. Retries transient failures; a rejected key or an
+    /// unknown model fails at once.
+    pub fn resolve(&self, id: &str) -> Result<Ort, String> {
+        let (dataset, version) = dataset_version(id)?;
+        let key = self.key.ok_or(
+            "roboflow sources need an API key: set roboflow.api_key or ROBOFLOW_API_KEY (it is never logged)",
+        )?;
+        let url = format!(
+            "{}/ort/{dataset}/{version}?api_key={}&device={}&nocache=true&dynamic=true",
+            self.base,
+            key.expose(),
+            self.device
+        );
+        let shown = redact_url(&url);
+        let mut last = String::new();
+        for attempt in 1..=self.attempts.max(1) {
+            match self.agent.get(&url).call() {
+                Ok(mut response) => {
+                    let status = response.status().as_u16();
+                    match status {
+                        200 => {
+                            let body = response
+                                .body_mut()
+                                .with_config()
+                                .limit(1 << 20)
+                                .read_to_string()
+                                .map_err(|e| format!("{shown}: reading the answer: {e}"))?;
+                            let parsed: OrtResponse = serde_json::from_str(&body)
+                                .map_err(|e| format!("{shown}: unexpected answer ({e})"))?;
+                            return Ok(parsed.ort);
+                        }
+                        401 | 403 => return Err(format!("{shown}: HTTP {status}: the API key was rejected")),
+                        404 => return Err(format!("{shown}: HTTP 404: no such model `{dataset}/{version}`")),
+                        _ => last = format!("{shown}: HTTP {status}"),
+                    }
+                }
+                Err(e) => last = crate::redact::redact_text(&format!("{shown}: {e}")),
+            }
+            if attempt < self.attempts {
+                log::warn!("{last} (attempt {attempt}/{}); retrying", self.attempts);
+                std::thread::sleep(self.backoff * attempt);
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_and_ids_resolve() {
+        assert_eq!(dataset_version("yolov8n-640").unwrap(), ("coco".into(), "3".into()));
+        assert_eq!(dataset_version("rfdetr-base").unwrap(), ("coco".into(), "36".into()));
+        assert_eq!(dataset_version("cars-xyz/7").unwrap(), ("cars-xyz".into(), "7".into()));
+        let err = dataset_version("nonsense").unwrap_err();
+        assert!(err.contains("yolov8n-640"), "{err}");
+    }
+
+    #[test]
+    fn ort_answer_parses() {
+        let json = r#"{"ort":{"model":"https://s/w.onnx?X-Amz-Signature=abc","environment":"https://s/e.json",
+            "classes":["car","bus"],"modelType":"yolov8n","type":"object-detection"}}"#;
+        let ort: OrtResponse = serde_json::from_str(json).unwrap();
+        assert_eq!(ort.ort.classes.unwrap(), vec!["car", "bus"]);
+        assert_eq!(ort.ort.model_type.as_deref(), Some("yolov8n"));
+        assert_eq!(ort.ort.task.as_deref(), Some("object-detection"));
+    }
+}
