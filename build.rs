@@ -1,6 +1,6 @@
 //! Records facts about the build that the binary reports and relies on.
 //!
-//! `OUTPOST_BUILD_UNIX_TIME` is the floor for "now" on boards without an RTC (they boot in 1970,
+//! `BUILDINFO_UNIX_TIME` is the floor for "now" on boards without an RTC (they boot in 1970,
 //! and TLS certificates would otherwise look not-yet-valid). `SOURCE_DATE_EPOCH` pins it for
 //! reproducible builds.
 
@@ -18,9 +18,9 @@ fn main() {
         });
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".into());
-    println!("cargo:rustc-env=OUTPOST_BUILD_UNIX_TIME={build_time}");
-    println!("cargo:rustc-env=OUTPOST_TARGET={target}");
-    println!("cargo:rustc-env=OUTPOST_PROFILE={profile}");
+    println!("cargo:rustc-env=BUILDINFO_UNIX_TIME={build_time}");
+    println!("cargo:rustc-env=BUILDINFO_TARGET={target}");
+    println!("cargo:rustc-env=BUILDINFO_PROFILE={profile}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
 }

@@ -8,7 +8,7 @@ pub fn features() -> Vec<&'static str> {
 }
 
 pub fn target() -> &'static str {
-    env!("OUTPOST_TARGET")
+    env!("BUILDINFO_TARGET")
 }
 
 pub fn allocator() -> &'static str {
@@ -22,7 +22,7 @@ pub fn allocator() -> &'static str {
 /// Seconds since the epoch when this binary was built (or `SOURCE_DATE_EPOCH`): the floor for
 /// "now" on boards whose clock starts in 1970.
 pub fn build_unix_time() -> u64 {
-    env!("OUTPOST_BUILD_UNIX_TIME").parse().unwrap_or(0)
+    env!("BUILDINFO_UNIX_TIME").parse().unwrap_or(0)
 }
 
 /// The `--version` text.
@@ -33,7 +33,7 @@ pub fn version_text() -> String {
         "outpost {}\ntarget: {} ({} profile)\nallocator: {}\nfeatures: {}\nbuilt: {}\n",
         env!("CARGO_PKG_VERSION"),
         target(),
-        env!("OUTPOST_PROFILE"),
+        env!("BUILDINFO_PROFILE"),
         allocator(),
         features,
         utc_date(build_unix_time()),

@@ -18,7 +18,12 @@ pub fn run(global: &Global, args: &ProvisionArgs) -> anyhow::Result<()> {
 pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
     let d = &config.download;
     Options {
-        manifest: args.manifest.clone().unwrap_or_else(|| config.provision.manifest.clone()),
+        // Absolute, so relative file: sources resolve the same from any working directory.
+        manifest: args
+            .manifest
+            .as_ref()
+            .map(|m| std::path::absolute(m).unwrap_or_else(|_| m.clone()))
+            .unwrap_or_else(|| config.provision.manifest.clone()),
         cache_dir: config.cache_dir.clone(),
         allow_volatile_cache: args.allow_volatile_cache,
         allow_downgrade: args.allow_downgrade,

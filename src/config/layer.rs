@@ -22,6 +22,11 @@ pub enum Value {
 
 impl Value {
     /// Parses a command-line or environment string as a value of `kind`.
+    /// Parses a flag's value (relative paths are taken from the working directory).
+    pub fn parse_arg(kind: Kind, text: &str) -> Result<Value, String> {
+        Ok(Value::parse(kind, text)?.absolutize(kind, std::env::current_dir().ok().as_deref()))
+    }
+
     pub fn parse(kind: Kind, text: &str) -> Result<Value, String> {
         match kind {
             Kind::Str | Kind::Path => Ok(Value::Str(text.to_string())),
@@ -38,6 +43,17 @@ impl Value {
                     .map(String::from)
                     .collect(),
             )),
+        }
+    }
+
+    /// A relative path is taken relative to `base` (the directory of the file or, for flags and
+    /// environment, the working directory), as a person writing it means it.
+    fn absolutize(self, kind: Kind, base: Option<&std::path::Path>) -> Value {
+        match (self, kind, base) {
+            (Value::Str(p), Kind::Path, Some(base)) if !p.is_empty() && std::path::Path::new(&p).is_relative() => {
+                Value::Str(base.join(p).display().to_string())
+            }
+            (v, _, _) => v,
         }
     }
 
@@ -152,7 +168,8 @@ impl Layer {
             // The canonical OUTPOST_* name wins over the aliases other tools use.
             if let Some((var, text)) = names.filter_map(|n| lookup(n).map(|v| (n, v))).next() {
                 let value = Value::parse(key.kind, text)
-                    .map_err(|message| ConfigError::Env { var: var.to_string(), message })?;
+                    .map_err(|message| ConfigError::Env { var: var.to_string(), message })?
+                    .absolutize(key.kind, std::env::current_dir().ok().as_deref());
                 layer.set(key.name, value, Source::Env(var.to_string()));
             }
         }
@@ -189,6 +206,11 @@ fn flatten_into(
                         expected: def.kind.describe(),
                     }
                 })?;
+                let base = match source {
+                    Source::File(path) => path.parent(),
+                    _ => None,
+                };
+                let parsed = parsed.absolutize(def.kind, base);
                 layer.set(def.name, parsed, source.clone());
             }
             (None, toml::Value::Table(inner)) if is_section(&dotted) => {

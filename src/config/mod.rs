@@ -153,7 +153,7 @@ fn flag_layer(flags: &[FlagSetting]) -> Result<Layer, ConfigError> {
                 None => format!("unknown key `{}`", f.key),
             },
         })?;
-        let value = Value::parse(def.kind, &f.value)
+        let value = Value::parse_arg(def.kind, &f.value)
             .map_err(|message| ConfigError::Flag { flag: f.flag.clone(), message })?;
         layer.set(def.name, value, Source::Flag(f.flag.clone()));
     }

@@ -130,12 +130,12 @@ impl Downloader {
             match self.fetch_from(cache, wanted, source) {
                 Ok(fetched) => return Ok(fetched),
                 Err(message) => {
-                    log::warn!("{}: {source}: {message}", wanted.id);
-                    failures.push(format!("{source}: {message}"));
+                    log::warn!("{}: {message}", wanted.id);
+                    failures.push(message);
                 }
             }
         }
-        anyhow::bail!("{}: every source failed:\n  {}", wanted.id, failures.join("\n  "))
+        anyhow::bail!("every source failed:\n  {}", failures.join("\n  "))
     }
 
     fn fetch_from(&self, cache: &Cache, wanted: &Wanted<'_>, source: &Source) -> Result<Fetched, String> {
@@ -194,7 +194,7 @@ impl Downloader {
         let validator: Validator = if have > 0 { read_validator(&meta) } else { Validator::default() };
         if wanted.size == Some(have) && have > 0 {
             // A complete partial from an earlier run that stopped before installing it.
-            return finish(&part, &meta, wanted, 0, true);
+            return finish(&part, &meta, wanted, 0, true, None);
         }
 
         let shown = redact_url(url);
@@ -255,6 +255,12 @@ impl Downloader {
             .map_err(|e| io_err("opening", e))?;
         file.set_len(resume_from).map_err(|e| io_err("truncating", e))?;
         file.seek(SeekFrom::Start(resume_from)).map_err(|e| io_err("seeking", e))?;
+        // Hash while streaming (after re-hashing what a resumed partial already holds), so the
+        // file is not read back once more at the end.
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        if resume_from > 0 {
+            hash_prefix(&part, resume_from, &mut hasher).map_err(|e| io_err("reading", e))?;
+        }
         let mut progress = Progress::new(wanted.id, wanted.size, resume_from);
         let mut reader = response.into_body().into_reader();
         let mut buf = vec![0u8; 256 * 1024];
@@ -277,6 +283,7 @@ impl Downloader {
                 )));
             }
             file.write_all(&buf[..n]).map_err(|e| io_err("writing", e))?;
+            hasher.update(&buf[..n]);
             done += n as u64;
             progress.update(done);
         }
@@ -287,14 +294,37 @@ impl Downloader {
                 return Err(transient(format!("{shown}: body ended after {done} of {size} bytes")));
             }
         }
-        finish(&part, &meta, wanted, done - resume_from, resumed)
+        let digest = Some((hex(hasher.finish().as_ref()), done));
+        finish(&part, &meta, wanted, done - resume_from, resumed, digest)
     }
 }
 
-/// Hashes the complete partial file and checks it; a mismatch discards it.
-fn finish(part: &Path, meta: &Path, wanted: &Wanted<'_>, transferred: u64, resumed: bool) -> Result<Fetched, AttemptError> {
-    let (sha256, size) = super::cache::hash_file(part)
-        .map_err(|e| Permanent(format!("hashing {}: {e}", part.display())))?;
+fn hash_prefix(path: &Path, len: u64, hasher: &mut ring::digest::Context) -> io::Result<()> {
+    let mut file = File::open(path)?.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Checks the complete partial file's digest (`digest`, when computed while streaming, else
+/// by hashing the file); a mismatch discards it.
+fn finish(
+    part: &Path,
+    meta: &Path,
+    wanted: &Wanted<'_>,
+    transferred: u64,
+    resumed: bool,
+    digest: Option<(String, u64)>,
+) -> Result<Fetched, AttemptError> {
+    let (sha256, size) = match digest {
+        Some(d) => d,
+        None => super::cache::hash_file(part).map_err(|e| Permanent(format!("hashing {}: {e}", part.display())))?,
+    };
     if let Some(expected) = wanted.sha256 {
         if sha256 != expected {
             remove_partial(part, meta);
@@ -322,7 +352,7 @@ fn sideload(cache: &Cache, wanted: &Wanted<'_>, path: &Path) -> Result<Fetched, 
     let mut dst = File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
     io::copy(&mut src, &mut dst).map_err(|e| format!("copying {}: {e}", path.display()))?;
     drop(dst);
-    finish(&part, &meta, wanted, 0, false).map_err(|e| match e {
+    finish(&part, &meta, wanted, 0, false, None).map_err(|e| match e {
         Permanent(m) | Transient { message: m, .. } => m,
     })
 }

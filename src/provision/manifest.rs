@@ -127,7 +127,8 @@ impl Manifest {
         }
         let mut models = Vec::with_capacity(raw.models.len());
         for m in raw.models {
-            let model = validate_model(m, raw.allow_http).map_err(|(id, field, message)| err(Some(&id), Some(field), message))?;
+            let ctx = SourceContext { allow_http: raw.allow_http, base: file.parent().unwrap_or(Path::new("/")) };
+            let model = validate_model(m, &ctx).map_err(|(id, field, message)| err(Some(&id), Some(field), message))?;
             if models.iter().any(|o: &Model| o.id == model.id) {
                 return Err(err(Some(&model.id), Some("id"), "appears twice".into()));
             }
@@ -139,11 +140,19 @@ impl Manifest {
 
 type FieldError = (String, &'static str, String);
 
-fn validate_model(m: RawModel, allow_http: bool) -> Result<Model, FieldError> {
+/// What a source string is interpreted against.
+struct SourceContext<'a> {
+    allow_http: bool,
+    /// The manifest's folder: `file:` paths without `//` are relative to it (a USB stick can
+    /// carry a manifest beside its models).
+    base: &'a Path,
+}
+
+fn validate_model(m: RawModel, ctx: &SourceContext<'_>) -> Result<Model, FieldError> {
     let id = m.id.clone();
     let fail = |field: &'static str, message: String| (id.clone(), field, message);
     check_id(&m.id).map_err(|msg| fail("id", msg))?;
-    let source = parse_source(&m.source, allow_http).map_err(|msg| fail("source", msg))?;
+    let source = parse_source(&m.source, ctx).map_err(|msg| fail("source", msg))?;
     let sha256 = match m.sha256 {
         Some(s) => Some(check_sha256(&s).map_err(|msg| fail("sha256", msg))?),
         None => None,
@@ -160,7 +169,7 @@ fn validate_model(m: RawModel, allow_http: bool) -> Result<Model, FieldError> {
     }
     let mut mirrors = Vec::new();
     for mirror in &m.mirrors {
-        match parse_source(mirror, allow_http).map_err(|msg| fail("mirrors", msg))? {
+        match parse_source(mirror, ctx).map_err(|msg| fail("mirrors", msg))? {
             Source::Roboflow(_) => return Err(fail("mirrors", "a mirror must be a URL or file:// path".into())),
             s => mirrors.push(s),
         }
@@ -176,7 +185,7 @@ fn validate_model(m: RawModel, allow_http: bool) -> Result<Model, FieldError> {
         }
     }
     let environment = match &m.environment {
-        Some(e) => Some(parse_source(e, allow_http).map_err(|msg| fail("environment", msg))?),
+        Some(e) => Some(parse_source(e, ctx).map_err(|msg| fail("environment", msg))?),
         None => None,
     };
     Ok(Model {
@@ -213,12 +222,22 @@ fn check_sha256(s: &str) -> Result<String, String> {
     Ok(lower)
 }
 
-fn parse_source(text: &str, allow_http: bool) -> Result<Source, String> {
+fn parse_source(text: &str, ctx: &SourceContext<'_>) -> Result<Source, String> {
+    let allow_http = ctx.allow_http;
     if let Some(path) = text.strip_prefix("file://") {
         if !path.starts_with('/') {
-            return Err(format!("`{text}`: file:// sources need an absolute path (file:///mnt/usb/m.onnx)"));
+            return Err(format!(
+                "`{text}`: file:// sources need an absolute path (file:///mnt/usb/m.onnx); \
+                 use file:models/m.onnx for a path relative to the manifest"
+            ));
         }
         return Ok(Source::File(PathBuf::from(path)));
+    }
+    if let Some(path) = text.strip_prefix("file:") {
+        if path.is_empty() || path.starts_with('/') {
+            return Err(format!("`{text}`: use file:///absolute/path or file:relative/to/manifest"));
+        }
+        return Ok(Source::File(ctx.base.join(path)));
     }
     if text.starts_with("https://") {
         return Ok(Source::Url(text.to_string()));
@@ -325,6 +344,13 @@ mod tests {
         assert!(parse(&one("").replace(SHA, "abc")).unwrap_err().to_string().contains("`sha256`"));
         let rel = one("").replace("https://h/c.onnx", "file://models/c.onnx");
         assert!(parse(&rel).unwrap_err().to_string().contains("absolute"));
+    }
+
+    #[test]
+    fn relative_file_source_is_beside_the_manifest() {
+        let text = one("").replace("https://h/c.onnx", "file:models/c.onnx");
+        let m = parse(&text).unwrap();
+        assert_eq!(m.models[0].source, Source::File(PathBuf::from("/etc/outpost/models/c.onnx")));
     }
 
     #[test]
