@@ -335,3 +335,24 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn trickling_server_is_cut_by_the_overall_timeout_and_resumed() {
+    let s = Setup::new();
+    let data = s.data.clone();
+    // Bytes keep coming (no read timeout fires) but far too slowly for the 2 s request budget.
+    let server = Server::start(move |req, i| {
+        let full = serve_file(req, &data, "\"v1\"");
+        if i == 0 { full.throttled(2_000, Duration::from_millis(100)) } else { full }
+    });
+    let started = Instant::now();
+    let mut cmd = s.outpost();
+    cmd.env("OUTPOST_DOWNLOAD_OVERALL_TIMEOUT_SECS", "2").arg("provision").arg("--manifest").arg(s.manifest(1, &server.url("/m.onnx")));
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs[1].0.header("range").is_some_and(|r| r != "bytes=0-"), "the second request resumes");
+    s.assert_installed();
+}

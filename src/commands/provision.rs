@@ -37,6 +37,7 @@ pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
         download: download::Settings {
             connect_timeout: d.connect_timeout,
             read_timeout: d.read_timeout,
+            overall_timeout: d.overall_timeout,
             retries: d.retries,
             backoff_initial: d.backoff_initial,
             backoff_max: d.backoff_max,

@@ -208,6 +208,14 @@ pub const KEYS: &[KeyDef] = &[
         help: "a connection with no byte for this long is stalled and retried",
     },
     KeyDef {
+        name: "download.overall_timeout_secs",
+        kind: Kind::Int,
+        default: Some("1800"),
+        in_profile: false,
+        env_aliases: &[],
+        help: "longest a single request may take; a slow download then resumes where it stopped",
+    },
+    KeyDef {
         name: "download.retries",
         kind: Kind::Int,
         default: Some("4"),

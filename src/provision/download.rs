@@ -21,6 +21,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// No byte for this long = a stalled connection.
     pub read_timeout: Duration,
+    /// Cap on one request; a download cut by it resumes on the next attempt.
+    pub overall_timeout: Duration,
     /// Attempts per source after the first.
     pub retries: u32,
     pub backoff_initial: Duration,
@@ -34,6 +36,7 @@ impl Default for Settings {
         Settings {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            overall_timeout: Duration::from_secs(1800),
             retries: 4,
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
@@ -103,6 +106,7 @@ impl Downloader {
             .timeout_connect(Some(settings.connect_timeout))
             .timeout_recv_response(Some(settings.read_timeout))
             .timeout_per_read(Some(settings.read_timeout))
+            .timeout_global(Some(settings.overall_timeout))
             .http_status_as_error(false)
             .max_redirects(5)
             .user_agent(format!("outpost/{}", env!("CARGO_PKG_VERSION")))
