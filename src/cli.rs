@@ -18,7 +18,11 @@ COMMANDS:
     provision [--manifest FILE] [--allow-volatile-cache] [--allow-downgrade]
                            download, verify and cache the manifest's models (blocking)
     run                    provision, load models, then capture -> infer -> sinks, forever
-    detect <IMAGE>...      run a model on image files and print Roboflow-shaped JSON
+    detect <IMAGE>... (--model ID | --model-file FILE) [--family F] [--input WxH]
+           [--confidence C] [--iou I] [--max-detections N] [--class-agnostic]
+                           run a model on image files; one Roboflow-shaped JSON object per line
+    bench (--model ID | --model-file FILE) [--image FILE] [--runs N] [--threads T]
+                           time inference: load, first run, median and p90 latency
     cache ls [--json]      list the cached models of the current generation
     cache verify [--repair]
                            re-hash every blob; --repair discards bad ones and re-fetches
@@ -79,7 +83,36 @@ pub struct ProvisionArgs {
     pub allow_downgrade: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which model `detect` and `bench` run, and how.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelArgs {
+    /// A model id of the cache's current generation.
+    pub model: Option<String>,
+    /// An ONNX file, bypassing the cache (development).
+    pub model_file: Option<PathBuf>,
+    pub family: Option<String>,
+    /// `[width, height]`.
+    pub input: Option<[u32; 2]>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetectArgs {
+    pub images: Vec<PathBuf>,
+    pub model: ModelArgs,
+    pub confidence: Option<f32>,
+    pub iou: Option<f32>,
+    pub max_detections: Option<usize>,
+    pub class_agnostic: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BenchArgs {
+    pub model: ModelArgs,
+    pub image: Option<PathBuf>,
+    pub runs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Help,
     Version,
@@ -88,6 +121,8 @@ pub enum Command {
     Doctor,
     Provision(ProvisionArgs),
     Cache(CacheCommand),
+    Detect(DetectArgs),
+    Bench(BenchArgs),
     /// A command that a later release fills in; its arguments are not interpreted yet.
     NotImplemented(String),
 }
@@ -102,7 +137,7 @@ pub struct Global {
     pub verbosity: i8,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cli {
     pub global: Global,
     pub command: Command,
@@ -168,6 +203,44 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
                 opts.given.push("--manifest");
                 opts.provision.manifest = Some(parser.value()?.into());
             }
+            Long("model") => {
+                opts.given.push("--model");
+                opts.model.model = Some(string(parser.value()?)?);
+            }
+            Long("model-file") => {
+                opts.given.push("--model-file");
+                opts.model.model_file = Some(parser.value()?.into());
+            }
+            Long("family") => {
+                opts.given.push("--family");
+                opts.model.family = Some(string(parser.value()?)?);
+            }
+            Long("input") => {
+                opts.given.push("--input");
+                opts.model.input = Some(parse_size(&string(parser.value()?)?)?);
+            }
+            Long("image") => {
+                opts.given.push("--image");
+                opts.image = Some(parser.value()?.into());
+            }
+            Long("confidence") => {
+                opts.given.push("--confidence");
+                opts.confidence = Some(parse_num(&string(parser.value()?)?, "--confidence", 0.0, 1.0)?);
+            }
+            Long("iou") => {
+                opts.given.push("--iou");
+                opts.iou = Some(parse_num(&string(parser.value()?)?, "--iou", 0.0, 1.0)?);
+            }
+            Long("max-detections") => {
+                opts.given.push("--max-detections");
+                let max = crate::vision::detection::MAX_DETECTIONS as f32;
+                opts.max_detections = Some(parse_num(&string(parser.value()?)?, "--max-detections", 1.0, max)? as usize);
+            }
+            Long("runs") => {
+                opts.given.push("--runs");
+                opts.runs = Some(parse_num(&string(parser.value()?)?, "--runs", 1.0, 100_000.0)? as usize);
+            }
+            Long("class-agnostic") => opts.seen("--class-agnostic"),
             Value(value) => {
                 let word = string(value)?;
                 if words.is_empty() && is_unimplemented(&word) {
@@ -191,6 +264,13 @@ struct CommandOptions {
     json: bool,
     repair: bool,
     provision: ProvisionArgs,
+    model: ModelArgs,
+    image: Option<PathBuf>,
+    confidence: Option<f32>,
+    iou: Option<f32>,
+    max_detections: Option<usize>,
+    runs: Option<usize>,
+    class_agnostic: bool,
     given: Vec<&'static str>,
 }
 
@@ -203,6 +283,7 @@ impl CommandOptions {
             "--repair" => self.repair = true,
             "--allow-volatile-cache" => self.provision.allow_volatile_cache = true,
             "--allow-downgrade" => self.provision.allow_downgrade = true,
+            "--class-agnostic" => self.class_agnostic = true,
             _ => {}
         }
     }
@@ -214,6 +295,17 @@ fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageEr
         Command::Cache(CacheCommand::Verify { .. }) => &["--repair"],
         Command::Provision(_) => &["--manifest", "--allow-volatile-cache", "--allow-downgrade"],
         Command::Cache(CacheCommand::Import { .. }) => &["--allow-volatile-cache", "--allow-downgrade"],
+        Command::Detect(_) => &[
+            "--model",
+            "--model-file",
+            "--family",
+            "--input",
+            "--confidence",
+            "--iou",
+            "--max-detections",
+            "--class-agnostic",
+        ],
+        Command::Bench(_) => &["--model", "--model-file", "--family", "--input", "--image", "--runs"],
         _ => &[],
     };
     match opts.given.iter().find(|f| !allowed.contains(f)) {
@@ -223,13 +315,62 @@ fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageEr
 }
 
 fn is_unimplemented(word: &str) -> bool {
-    matches!(word, "run" | "detect")
+    matches!(word, "run")
+}
+
+/// `640x480` or `640` (square) -> `[640, 480]`.
+fn parse_size(text: &str) -> Result<[u32; 2], UsageError> {
+    let bad = || UsageError(format!("--input expects WIDTHxHEIGHT (e.g. 640x640), got `{text}`"));
+    let (w, h) = text.split_once(['x', 'X']).unwrap_or((text, text));
+    let w: u32 = w.trim().parse().map_err(|_| bad())?;
+    let h: u32 = h.trim().parse().map_err(|_| bad())?;
+    if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
+        return Err(bad());
+    }
+    Ok([w, h])
+}
+
+fn parse_num(text: &str, flag: &str, min: f32, max: f32) -> Result<f32, UsageError> {
+    match text.trim().parse::<f32>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(UsageError(format!("{flag} expects a number in {min}..={max}, got `{text}`"))),
+    }
+}
+
+fn check_model_args(m: &ModelArgs) -> Result<(), UsageError> {
+    match (&m.model, &m.model_file) {
+        (Some(_), Some(_)) => Err(UsageError("give either --model or --model-file, not both".into())),
+        (None, None) => Err(UsageError("which model? give --model ID (from the cache) or --model-file PATH".into())),
+        _ => Ok(()),
+    }
 }
 
 fn command_from_words(words: &[String], opts: &CommandOptions) -> Result<Command, UsageError> {
     let json = opts.json;
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
+        ["detect", images @ ..] => {
+            if images.is_empty() {
+                return Err(UsageError("`detect` needs at least one image".into()));
+            }
+            check_model_args(&opts.model)?;
+            Ok(Command::Detect(DetectArgs {
+                images: images.iter().map(PathBuf::from).collect(),
+                model: opts.model.clone(),
+                confidence: opts.confidence,
+                iou: opts.iou,
+                max_detections: opts.max_detections,
+                class_agnostic: opts.class_agnostic,
+            }))
+        }
+        ["bench"] => {
+            check_model_args(&opts.model)?;
+            Ok(Command::Bench(BenchArgs {
+                model: opts.model.clone(),
+                image: opts.image.clone(),
+                runs: opts.runs.unwrap_or(20),
+            }))
+        }
         ["provision"] => Ok(Command::Provision(opts.provision.clone())),
         ["cache", "ls"] => Ok(Command::Cache(CacheCommand::Ls { json })),
         ["cache", "verify"] => Ok(Command::Cache(CacheCommand::Verify { repair: opts.repair })),
@@ -303,8 +444,8 @@ mod tests {
 
     #[test]
     fn later_commands_parse_as_not_implemented_with_their_arguments() {
-        let cli = parse_str(&["detect", "a.png", "--model-file", "m.onnx"]).unwrap();
-        assert_eq!(cli.command, Command::NotImplemented("detect".into()));
+        let cli = parse_str(&["run", "--source", "v4l2:///dev/video0"]).unwrap();
+        assert_eq!(cli.command, Command::NotImplemented("run".into()));
     }
 
     #[test]
@@ -317,6 +458,20 @@ mod tests {
         assert!(parse_str(&["cache", "gc", "--repair"]).is_err(), "--repair belongs to verify");
         assert!(parse_str(&["config", "--manifest", "m"]).is_err());
         assert!(parse_str(&["cache", "export"]).is_err());
+    }
+
+    #[test]
+    fn detect_arguments() {
+        let cli = parse_str(&["detect", "a.png", "b.jpg", "--model-file", "m.onnx", "--family", "centerface", "--confidence", "0.5", "--input", "320x240", "--class-agnostic"]).unwrap();
+        let Command::Detect(d) = cli.command else { panic!("not detect") };
+        assert_eq!(d.images.len(), 2);
+        assert_eq!(d.model.input, Some([320, 240]));
+        assert_eq!(d.confidence, Some(0.5));
+        assert!(d.class_agnostic);
+        assert!(parse_str(&["detect", "a.png"]).is_err(), "a model is required");
+        assert!(parse_str(&["detect", "a.png", "--model", "x", "--model-file", "y"]).is_err());
+        assert!(parse_str(&["detect", "a.png", "--model", "x", "--confidence", "2"]).is_err());
+        assert!(parse_str(&["config", "--confidence", "0.5"]).is_err());
     }
 
     #[test]

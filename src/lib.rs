@@ -7,13 +7,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod boards;
 pub mod build_info;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod detector;
 pub mod exit;
 pub mod logging;
 pub mod provision;
 pub mod redact;
 pub mod storage;
+pub mod vision;

@@ -3,6 +3,7 @@
 mod board;
 mod cache;
 mod config;
+mod detect;
 mod doctor;
 mod provision;
 
@@ -25,6 +26,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor => doctor::run(&cli.global),
         Command::Provision(args) => provision::run(&cli.global, &args),
         Command::Cache(cmd) => cache::run(&cli.global, &cmd),
+        Command::Detect(args) => detect::run(&cli.global, &args),
+        Command::Bench(_) => Err(Failure::not_implemented("bench").into()),
         Command::NotImplemented(name) => Err(Failure::not_implemented(&name).into()),
     }
 }

@@ -1,0 +1,105 @@
+//! Inference backends behind one trait, so TensorRT can slot in beside tract. A backend prepares
+//! a model file into a [`Session`]; a session runs NCHW f32 input and returns plain tensors.
+
+pub mod tract;
+
+use std::path::Path;
+
+use crate::config::BackendKind;
+
+/// A model output, copied out of the backend so decoders never see backend types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// What the model says about its input, before any shape is fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputInfo {
+    pub name: String,
+    /// `[n, c, h, w]` where the file fixes them; `None` for symbolic dimensions.
+    pub dims: Vec<Option<usize>>,
+}
+
+impl InputInfo {
+    /// `(height, width)` when the file declares a concrete NCHW shape.
+    pub fn fixed_hw(&self) -> Option<(u32, u32)> {
+        match self.dims.as_slice() {
+            [_, _, Some(h), Some(w)] => Some((*h as u32, *w as u32)),
+            _ => None,
+        }
+    }
+}
+
+/// A prepared model. One concrete plan per input size: the first run at a new size optimises it.
+pub trait Session: Send {
+    fn input(&self) -> &InputInfo;
+    /// Runs `data` shaped `[1, 3, height, width]`.
+    fn run(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Vec<Output>>;
+}
+
+pub trait Backend {
+    fn name(&self) -> &'static str;
+    /// Why this backend cannot run here, if it cannot.
+    fn unavailable(&self) -> Option<String>;
+    fn prepare(&self, model: &Path) -> anyhow::Result<Box<dyn Session>>;
+}
+
+/// The first available backend among the preferred one and its fallbacks.
+pub fn choose(preferred: BackendKind, fallback: &[BackendKind], threads: usize) -> anyhow::Result<Box<dyn Backend>> {
+    let mut reasons = Vec::new();
+    for kind in std::iter::once(preferred).chain(fallback.iter().copied()) {
+        let backend: Box<dyn Backend> = match kind {
+            BackendKind::Tract => Box::new(tract::Tract::new(threads)),
+            BackendKind::TensorRt => Box::new(Unavailable {
+                name: "tensorrt",
+                why: "TensorRT is not compiled into this build (a TensorRT build targets aarch64-unknown-linux-gnu)",
+            }),
+        };
+        match backend.unavailable() {
+            None => {
+                if !reasons.is_empty() {
+                    log::warn!("using backend {} ({})", backend.name(), reasons.join("; "));
+                }
+                return Ok(backend);
+            }
+            Some(why) => reasons.push(format!("{}: {why}", backend.name())),
+        }
+    }
+    anyhow::bail!("no inference backend available: {}", reasons.join("; "))
+}
+
+/// A backend that is known but cannot run in this build.
+struct Unavailable {
+    name: &'static str,
+    why: &'static str,
+}
+
+impl Backend for Unavailable {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        Some(self.why.to_string())
+    }
+
+    fn prepare(&self, _: &Path) -> anyhow::Result<Box<dyn Session>> {
+        anyhow::bail!("{}: {}", self.name, self.why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensorrt_falls_back_to_tract() {
+        let backend = choose(BackendKind::TensorRt, &[BackendKind::Tract], 1).unwrap();
+        assert_eq!(backend.name(), "tract");
+        let err = choose(BackendKind::TensorRt, &[], 1).err().unwrap().to_string();
+        assert!(err.contains("not compiled into this build"), "{err}");
+    }
+}

@@ -1,0 +1,117 @@
+//! The tract backend (pure Rust, CPU). Loads the ONNX graph once; for each input size it fixes
+//! the input fact, optimises and makes a plan (measured: symbolic sizes run ~6x slower).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use super::{Backend, InputInfo, Output, Session};
+
+pub struct Tract {
+    threads: usize,
+}
+
+impl Tract {
+    pub fn new(threads: usize) -> Tract {
+        Tract { threads: threads.max(1) }
+    }
+}
+
+impl Backend for Tract {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    fn prepare(&self, model: &Path) -> anyhow::Result<Box<dyn Session>> {
+        let started = Instant::now();
+        let graph = tract_onnx::onnx()
+            .model_for_path(model)
+            .map_err(|e| anyhow::anyhow!("{}: not a loadable ONNX model: {e}", model.display()))?;
+        let input = input_info(&graph).with_context(|| format!("{}: reading the input", model.display()))?;
+        log::info!(
+            "loaded {} in {:.2}s (input {} {:?}); {} thread(s)",
+            model.display(),
+            started.elapsed().as_secs_f64(),
+            input.name,
+            input.dims,
+            self.threads
+        );
+        if self.threads > 1 {
+            tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(self.threads));
+        }
+        Ok(Box::new(TractSession { path: model.to_path_buf(), graph, input, plans: HashMap::new() }))
+    }
+}
+
+fn input_info(graph: &InferenceModel) -> TractResult<InputInfo> {
+    let outlet = graph.input_outlets()?[0];
+    let fact = graph.outlet_fact(outlet)?;
+    let dims = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.as_i64()).map(|d| d as usize)).collect();
+    Ok(InputInfo { name: graph.node(outlet.node).name.clone(), dims })
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+struct TractSession {
+    path: PathBuf,
+    graph: InferenceModel,
+    input: InputInfo,
+    plans: HashMap<(u32, u32), Plan>,
+}
+
+impl TractSession {
+    fn plan(&mut self, height: u32, width: u32) -> anyhow::Result<Plan> {
+        if let Some(plan) = self.plans.get(&(height, width)) {
+            return Ok(plan.clone());
+        }
+        let started = Instant::now();
+        let shape = [1usize, 3, height as usize, width as usize];
+        let plan = self
+            .graph
+            .clone()
+            .with_input_fact(0, f32::fact(shape).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| anyhow::anyhow!("{}: cannot run at input {shape:?}: {e}", self.path.display()))?;
+        log::info!(
+            "optimised {} for input {shape:?} in {:.2}s",
+            self.path.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy()),
+            started.elapsed().as_secs_f64()
+        );
+        self.plans.insert((height, width), plan.clone());
+        Ok(plan)
+    }
+}
+
+impl Session for TractSession {
+    fn input(&self) -> &InputInfo {
+        &self.input
+    }
+
+    fn run(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Vec<Output>> {
+        let plan = self.plan(height, width)?;
+        let shape = [1usize, 3, height as usize, width as usize];
+        let tensor = Tensor::from_shape(&shape, data).map_err(|e| anyhow::anyhow!("input tensor: {e}"))?;
+        let outputs = plan.run(tvec!(tensor.into())).map_err(|e| anyhow::anyhow!("{}: inference failed: {e}", self.path.display()))?;
+        let names = plan.model().output_outlets().map_err(|e| anyhow::anyhow!("{e}"))?.to_vec();
+        outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let tensor = value.into_tensor();
+                let view = tensor.to_plain_array_view::<f32>().map_err(|e| anyhow::anyhow!("output {i}: {e}"))?;
+                let name = names.get(i).map(|o| plan.model().node(o.node).name.clone()).unwrap_or_default();
+                Ok(Output { name, shape: view.shape().to_vec(), data: view.iter().copied().collect() })
+            })
+            .collect()
+    }
+}

