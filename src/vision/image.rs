@@ -38,7 +38,7 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<RgbImage> {
     };
     let mut decoder = reader
         .into_decoder()
-        .map_err(|e| anyhow::anyhow!("corrupt {format:?} header: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("truncated or corrupt {format:?} data (header): {e}"))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder)
         .map_err(|e| anyhow::anyhow!("truncated or corrupt {format:?} data: {e}"))?;
