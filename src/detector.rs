@@ -26,6 +26,8 @@ pub struct Detector {
     /// Explicit input `[width, height]` (manifest `input`, `--input`).
     size: Option<[u32; 2]>,
     classes: Vec<String>,
+    /// The resize mode the model was trained with (environment.json), over the family default.
+    pub resize: Option<crate::vision::preprocess::Resize>,
     pub thresholds: Thresholds,
     pre: Preprocessor,
     input: Vec<f32>,
@@ -40,6 +42,7 @@ impl Detector {
             family,
             size,
             classes,
+            resize: None,
             thresholds: Thresholds::default(),
             pre: Preprocessor::default(),
             input: Vec::new(),
@@ -54,7 +57,10 @@ impl Detector {
 
     /// Raw outputs for `img` prepared as `family` expects (for parity checks and benchmarks).
     pub fn raw(&mut self, img: &RgbImage, family: Family) -> anyhow::Result<(Vec<Output>, crate::vision::preprocess::Geometry, (u32, u32))> {
-        let plan = family.input_plan(self.size, self.session.input().fixed_hw(), img);
+        let mut plan = family.input_plan(self.size, self.session.input().fixed_hw(), img);
+        if let Some(resize) = self.resize {
+            plan.resize = resize;
+        }
         let geo = self.pre.run(img, plan.width, plan.height, plan.resize, plan.norm, &mut self.input)?;
         let outputs = self.session.run(&self.input, plan.height, plan.width)?;
         Ok((outputs, geo, (plan.width, plan.height)))

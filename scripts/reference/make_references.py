@@ -30,7 +30,7 @@ MAX_SAMPLES = 65536
 ort.set_default_logger_severity(3)
 
 
-def session(model_path, input_shape=None):
+def session(model_path, input_shape=None, threads=1):
     """An onnxruntime session. For old-IR models whose weights are listed as graph inputs (centerface),
     drop them from the inputs and fix the input dims so onnxruntime can constant-fold (fair speed)."""
     model = onnx.load(model_path)
@@ -46,7 +46,8 @@ def session(model_path, input_shape=None):
         for out in model.graph.output:
             out.type.tensor_type.ClearField("shape")
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 

@@ -10,7 +10,7 @@ use crate::exit::{Exit, Failure};
 use crate::provision::cache::Cache;
 use crate::vision::detection::Thresholds;
 use crate::vision::families::Family;
-use crate::vision::image;
+use crate::vision::{environment, image};
 
 pub fn run(global: &Global, args: &DetectArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
@@ -47,6 +47,7 @@ pub struct ResolvedModel {
     pub family: Option<Family>,
     pub input: Option<[u32; 2]>,
     pub classes: Vec<String>,
+    pub resize: Option<crate::vision::preprocess::Resize>,
 }
 
 /// Finds the model: `--model-file` directly, or `--model ID` in the cache's current generation.
@@ -60,7 +61,7 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
         }
         let family = family(args.family.as_deref())?;
         let classes = if family == Some(Family::CenterFace) { vec!["face".to_string()] } else { Vec::new() };
-        return Ok(ResolvedModel { path: path.clone(), family, input: args.input, classes });
+        return Ok(ResolvedModel { path: path.clone(), family, input: args.input, classes, resize: None });
     }
     let id = args.model.as_deref().unwrap_or_default();
     let cache = Cache::new(&config.cache_dir);
@@ -80,10 +81,18 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
         (None, Some(name)) => Family::parse(name).map_err(|e| log::warn!("model `{id}`: {e}; inferring it")).ok(),
         (None, None) => None,
     };
-    let classes = record.classes.clone().unwrap_or_else(|| {
+    let env = match &record.environment_sha256 {
+        Some(sha) => {
+            let bytes = std::fs::read(cache.blob_path(sha)).map_err(|e| anyhow::anyhow!("model `{id}` environment: {e}"))?;
+            environment::parse(&bytes).map_err(|e| anyhow::anyhow!("model `{id}`: {e}"))?
+        }
+        None => environment::Environment::default(),
+    };
+    let classes = record.classes.clone().or(env.classes).unwrap_or_else(|| {
         if family == Some(Family::CenterFace) { vec!["face".to_string()] } else { Vec::new() }
     });
-    Ok(ResolvedModel { path, family, input: args.input.or(record.input), classes })
+    let input = args.input.or(record.input).or(env.size);
+    Ok(ResolvedModel { path, family, input, classes, resize: env.resize })
 }
 
 pub fn load_detector(config: &Config, args: &ModelArgs) -> anyhow::Result<Detector> {
@@ -91,5 +100,7 @@ pub fn load_detector(config: &Config, args: &ModelArgs) -> anyhow::Result<Detect
     let inference = &config.inference;
     let backend = backend::choose(inference.backend, &inference.fallback, inference.threads)?;
     let session = backend.prepare(&model.path)?;
-    Ok(Detector::new(session, model.family, model.input, model.classes))
+    let mut detector = Detector::new(session, model.family, model.input, model.classes);
+    detector.resize = model.resize;
+    Ok(detector)
 }

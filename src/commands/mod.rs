@@ -1,5 +1,6 @@
 //! One module per subcommand: each turns parsed arguments into calls on the library and output.
 
+mod bench;
 mod board;
 mod cache;
 mod config;
@@ -27,7 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Provision(args) => provision::run(&cli.global, &args),
         Command::Cache(cmd) => cache::run(&cli.global, &cmd),
         Command::Detect(args) => detect::run(&cli.global, &args),
-        Command::Bench(_) => Err(Failure::not_implemented("bench").into()),
+        Command::Bench(args) => bench::run(&cli.global, &args),
         Command::NotImplemented(name) => Err(Failure::not_implemented(&name).into()),
     }
 }

@@ -2,6 +2,7 @@
 //! input, and decode the model's outputs per family into detections on the original image.
 
 pub mod detection;
+pub mod environment;
 pub mod families;
 pub mod image;
 pub mod preprocess;

