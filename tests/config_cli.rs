@@ -136,7 +136,7 @@ fn trace_logging_shows_detection_steps() {
 #[test]
 fn unbuilt_commands_fail_clearly_with_their_own_code() {
     let sandbox = Sandbox::new();
-    for args in [vec!["run"], vec!["detect", "a.png"]] {
+    for args in [vec!["run"], vec!["run", "--source", "v4l2:///dev/video0"]] {
         let out = run(sandbox.outpost().args(&args));
         assert_eq!(out.code, 5, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains("not implemented in this build yet"), "{}", out.stderr);
