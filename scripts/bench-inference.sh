@@ -12,7 +12,8 @@ profile=${PROFILE:-release}
 cd "$here"
 venv=$(bash scripts/reference/setup-venv.sh | tail -1)
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package time)" >&2; exit 1; }
-cargo build --profile "$profile" --locked -q
+# The multithread feature, so both thread counts are measured from one binary.
+cargo build --profile "$profile" --locked -q --features multithread
 outpost="${CARGO_TARGET_DIR:-$here/target}/$profile/outpost"
 img=tests/fixtures/images/astronaut.png
 json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }

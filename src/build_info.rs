@@ -3,7 +3,10 @@
 /// Cargo features compiled into this build, as `--version` lists them.
 pub fn features() -> Vec<&'static str> {
     // One line per optional feature as they land (tensorrt, v4l2, api, ...).
-    let all: &[(&str, bool)] = &[("system-allocator", cfg!(feature = "system-allocator"))];
+    let all: &[(&str, bool)] = &[
+        ("multithread", cfg!(feature = "multithread")),
+        ("system-allocator", cfg!(feature = "system-allocator")),
+    ];
     all.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()
 }
 

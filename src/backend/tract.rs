@@ -45,10 +45,24 @@ impl Backend for Tract {
             input.dims,
             self.threads
         );
-        if self.threads > 1 {
-            tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(self.threads));
-        }
+        use_threads(self.threads);
         Ok(Box::new(TractSession { path: model.to_path_buf(), graph, input, plans: HashMap::new() }))
+    }
+}
+
+#[cfg(feature = "multithread")]
+fn use_threads(threads: usize) {
+    if threads > 1 {
+        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
+    }
+}
+
+#[cfg(not(feature = "multithread"))]
+fn use_threads(threads: usize) {
+    if threads > 1 {
+        log::info!(
+            "inference.threads = {threads}, but this build lacks the `multithread` feature: running on one thread"
+        );
     }
 }
 
