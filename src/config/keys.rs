@@ -241,8 +241,16 @@ pub const KEYS: &[KeyDef] = &[
     },
 ];
 
-/// Environment variables that steer loading itself rather than set a key.
-pub const META_ENV: &[&str] = &["OUTPOST_CONFIG", "OUTPOST_BOARDS_DIR", "OUTPOST_SYSROOT"];
+/// Environment variables that steer loading itself rather than set a key, and those of the
+/// build and test scripts (not settings, so no warning).
+pub const META_ENV: &[&str] = &[
+    "OUTPOST_CONFIG",
+    "OUTPOST_BOARDS_DIR",
+    "OUTPOST_SYSROOT",
+    "OUTPOST_MUSL_SYSROOT",
+    "OUTPOST_REFERENCE_VENV",
+    "OUTPOST_CI_CACHE",
+];
 
 pub fn lookup(name: &str) -> Option<&'static KeyDef> {
     KEYS.iter().find(|k| k.name == name)
