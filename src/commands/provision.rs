@@ -2,7 +2,7 @@
 
 use crate::cli::{Global, ProvisionArgs};
 use crate::config::Config;
-use crate::provision::{self, download, Options};
+use crate::provision::{self, Options};
 
 pub fn run(global: &Global, args: &ProvisionArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
@@ -16,7 +16,6 @@ pub fn run(global: &Global, args: &ProvisionArgs) -> anyhow::Result<()> {
 }
 
 pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
-    let d = &config.download;
     Options {
         // Absolute, so relative file: sources resolve the same from any working directory.
         manifest: args
@@ -34,14 +33,6 @@ pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
             api_key: config.roboflow.api_key.clone(),
             device: format!("outpost-{}", config.board),
         },
-        download: download::Settings {
-            connect_timeout: d.connect_timeout,
-            read_timeout: d.read_timeout,
-            overall_timeout: d.overall_timeout,
-            retries: d.retries,
-            backoff_initial: d.backoff_initial,
-            backoff_max: d.backoff_max,
-            ca_file: d.ca_file.clone(),
-        },
+        download: config.download.clone(),
     }
 }

@@ -95,12 +95,17 @@ pub struct Provision {
     pub lock_wait: Duration,
 }
 
+/// How provisioning downloads behave (`download.*`); used as is by the download engine.
 #[derive(Debug, Clone)]
 pub struct Download {
+    /// PEM file with the CA(s) of a private provisioning server.
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
+    /// No byte for this long = a stalled connection.
     pub read_timeout: Duration,
+    /// Cap on one request; a download cut by it resumes on the next attempt.
     pub overall_timeout: Duration,
+    /// Attempts per source after the first.
     pub retries: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,

@@ -13,7 +13,7 @@
 //! rollback), and only then switches to a new generation. It never touches the network.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -149,15 +149,7 @@ fn import_blob(cache: &Cache, sha: &str, data: &mut dyn Read) -> anyhow::Result<
     let part = cache.partial_path(&format!("import-{sha}"));
     let mut out = File::create(&part)?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = data.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-    }
+    super::cache::copy_hashing(data, &mut out, &mut ctx)?;
     drop(out);
     let actual = super::cache::hex(ctx.finish().as_ref());
     if actual != sha {

@@ -250,19 +250,25 @@ pub struct CacheLock {
 
 /// sha256 of a file, streamed.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let total = copy_hashing(&mut File::open(path)?, &mut io::sink(), &mut ctx)?;
+    Ok((hex(ctx.finish().as_ref()), total))
+}
+
+/// Copies `from` into `to` while feeding every byte to `ctx`; returns the byte count. The one
+/// loop behind hashing a file, a resumed prefix, a sideloaded file and a bundle blob.
+pub fn copy_hashing(from: &mut dyn Read, to: &mut dyn Write, ctx: &mut ring::digest::Context) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = from.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(total);
         }
         ctx.update(&buf[..n]);
+        to.write_all(&buf[..n])?;
         total += n as u64;
     }
-    Ok((hex(ctx.finish().as_ref()), total))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -11,39 +11,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::{hex, write_atomic, Cache};
+use super::cache::{copy_hashing, hex, write_atomic, Cache};
 use super::manifest::Source;
 use super::progress::Progress;
 use crate::redact::redact_url;
 
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub connect_timeout: Duration,
-    /// No byte for this long = a stalled connection.
-    pub read_timeout: Duration,
-    /// Cap on one request; a download cut by it resumes on the next attempt.
-    pub overall_timeout: Duration,
-    /// Attempts per source after the first.
-    pub retries: u32,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// PEM file with the CA(s) of a private provisioning server.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            overall_timeout: Duration::from_secs(1800),
-            retries: 4,
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(60),
-            ca_file: None,
-        }
-    }
-}
+/// The download settings are the validated `download.*` configuration keys.
+pub use crate::config::Download as Settings;
 
 /// What to fetch: the expected digest and size, when the manifest pins them.
 #[derive(Debug, Clone)]
@@ -304,15 +278,7 @@ impl Downloader {
 }
 
 fn hash_prefix(path: &Path, len: u64, hasher: &mut ring::digest::Context) -> io::Result<()> {
-    let mut file = File::open(path)?.take(len);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        hasher.update(&buf[..n]);
-    }
+    copy_hashing(&mut File::open(path)?.take(len), &mut io::sink(), hasher).map(|_| ())
 }
 
 /// Checks the complete partial file's digest (`digest`, when computed while streaming, else
@@ -354,9 +320,12 @@ fn sideload(cache: &Cache, wanted: &Wanted<'_>, path: &Path) -> Result<Fetched, 
         }
     }
     let mut dst = File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
-    io::copy(&mut src, &mut dst).map_err(|e| format!("copying {}: {e}", path.display()))?;
+    // Hash while copying: the file is read once, not copied and then read back.
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let copied = copy_hashing(&mut src, &mut dst, &mut ctx).map_err(|e| format!("copying {}: {e}", path.display()))?;
     drop(dst);
-    finish(&part, &meta, wanted, 0, false, None).map_err(|e| match e {
+    let digest = Some((hex(ctx.finish().as_ref()), copied));
+    finish(&part, &meta, wanted, 0, false, digest).map_err(|e| match e {
         Permanent(m) | Transient { message: m, .. } => m,
     })
 }
@@ -414,9 +383,13 @@ mod tests {
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
         let d = Downloader::new(Settings {
+            ca_file: None,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            overall_timeout: Duration::from_secs(1800),
+            retries: 4,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(800),
-            ..Settings::default()
         })
         .unwrap();
         for attempt in 1..10 {
