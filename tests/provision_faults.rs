@@ -317,24 +317,12 @@ fn api_key_in_a_source_url_never_reaches_output() {
     assert_eq!(out.code, 4);
     assert!(server.requests()[0].0.path.contains(secret), "the key is sent to the server");
     assert!(!support::leaks(&out.stderr, secret) && !support::leaks(&out.stdout, secret), "but never shown:\n{}", out.stderr);
-    for entry in walk(&s.cache()) {
+    for entry in support::files_under(&s.cache()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert!(!String::from_utf8_lossy(&bytes).contains(secret), "{} holds the key", entry.display());
     }
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
 
 #[test]
 fn trickling_server_is_cut_by_the_overall_timeout_and_resumed() {

@@ -65,14 +65,6 @@ fn provision(sandbox: &Sandbox, rf: &Roboflow, manifest: &Path, key: &str) -> Ru
     run(&mut cmd)
 }
 
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() { out.extend(all_files(&path)) } else { out.push(path) }
-    }
-    out
-}
 
 #[test]
 fn alias_resolves_downloads_and_records_trust_on_first_use() {
@@ -117,7 +109,7 @@ fn api_key_appears_in_no_output_and_no_cache_file() {
     assert!(!support::leaks(&out.stderr, KEY) && !support::leaks(&out.stdout, KEY), "key leaked:\n{}", out.stderr);
     let token_lines: Vec<&str> = out.stderr.lines().filter(|l| l.contains("tok123")).collect();
     assert!(token_lines.is_empty(), "the pre-signed URL's token is masked too: {token_lines:#?}");
-    for file in all_files(&sandbox.path().join("cache")) {
+    for file in support::files_under(&sandbox.path().join("cache")) {
         let bytes = std::fs::read(&file).unwrap();
         let hay = String::from_utf8_lossy(&bytes);
         assert!(!hay.contains(KEY), "{} holds the API key", file.display());

@@ -93,3 +93,17 @@ pub fn leaks(output: &str, secret: &str) -> bool {
         output.contains(&*String::from_utf8_lossy(w)) || squeezed.contains(&text) || squeezed.contains(&hex)
     })
 }
+
+/// Every file below `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
