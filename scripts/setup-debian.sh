@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages outpost's build and tests need, if any is missing:
 # cross toolchain and emulator for the aarch64 build, nginx + openssl + faketime for the TLS
-# provisioning tests, curl/bc/time for the benchmark scripts. Idempotent; uses sudo when not root.
+# provisioning tests, curl/bc/time for the benchmark scripts, libclang + kernel headers (host and
+# arm64) for the bindgen run of the v4l crate. Idempotent; uses sudo when not root.
 set -euo pipefail
-packages=(gcc-aarch64-linux-gnu qemu-user-static file nginx-light openssl faketime curl bc time)
+packages=(gcc-aarch64-linux-gnu qemu-user-static file nginx-light openssl faketime curl bc time
+          libclang-dev linux-libc-dev linux-libc-dev-arm64-cross)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

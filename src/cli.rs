@@ -17,7 +17,9 @@ USAGE:
 COMMANDS:
     provision [--manifest FILE] [--allow-volatile-cache] [--allow-downgrade]
                            download, verify and cache the manifest's models (blocking)
-    run                    provision, load models, then capture -> infer -> sinks, forever
+    run [--source SRC] [--model ID] [--frames N] [--manifest FILE] [--allow-volatile-cache]
+                           provision, load the model, then capture -> infer -> sinks until
+                           stopped; SRC: v4l2:///dev/videoN, file:IMAGE or dir:FOLDER
     detect <IMAGE>... (--model ID | --model-file FILE) [--family F] [--input WxH]
            [--confidence C] [--iou I] [--max-detections N] [--class-agnostic]
                            run a model on image files; one Roboflow-shaped JSON object per line
@@ -105,6 +107,13 @@ pub struct DetectArgs {
     pub class_agnostic: bool,
 }
 
+/// `run`: most of its settings are configuration keys (`run.*`, `sinks.*`, `camera.*`); its
+/// flags are shorthands that land in the flag layer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunArgs {
+    pub provision: ProvisionArgs,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BenchArgs {
     pub model: ModelArgs,
@@ -123,8 +132,7 @@ pub enum Command {
     Cache(CacheCommand),
     Detect(DetectArgs),
     Bench(BenchArgs),
-    /// A command that a later release fills in; its arguments are not interpreted yet.
-    NotImplemented(String),
+    Run(RunArgs),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -241,20 +249,25 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
                 opts.runs = Some(parse_num(&string(parser.value()?)?, "--runs", 1.0, 100_000.0)? as usize);
             }
             Long("class-agnostic") => opts.seen("--class-agnostic"),
+            Long("source") => {
+                opts.given.push("--source");
+                push_flag(&mut global, "--source", "run.source", parser.value()?)?;
+            }
+            Long("frames") => {
+                opts.given.push("--frames");
+                push_flag(&mut global, "--frames", "run.frames", parser.value()?)?;
+            }
             Value(value) => {
-                let word = string(value)?;
-                if words.is_empty() && is_unimplemented(&word) {
-                    // Its options belong to a later release; take them as they are.
-                    let _rest: Vec<OsString> = parser.raw_args()?.collect();
-                    return Ok(Cli { global, command: Command::NotImplemented(word) });
-                }
-                words.push(word);
+                words.push(string(value)?);
             }
             _ => return Err(arg.unexpected().into()),
         }
     }
     let command = command_from_words(&words, &opts)?;
     check_options(&command, &opts)?;
+    if let (Command::Run(_), Some(model)) = (&command, &opts.model.model) {
+        global.flags.push(FlagSetting { flag: "--model".into(), key: "run.model".into(), value: model.clone() });
+    }
     Ok(Cli { global, command })
 }
 
@@ -306,6 +319,7 @@ fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageEr
             "--class-agnostic",
         ],
         Command::Bench(_) => &["--model", "--model-file", "--family", "--input", "--image", "--runs"],
+        Command::Run(_) => &["--source", "--model", "--frames", "--manifest", "--allow-volatile-cache"],
         _ => &[],
     };
     match opts.given.iter().find(|f| !allowed.contains(f)) {
@@ -314,20 +328,9 @@ fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageEr
     }
 }
 
-fn is_unimplemented(word: &str) -> bool {
-    matches!(word, "run")
-}
-
 /// `640x480` or `640` (square) -> `[640, 480]`.
 fn parse_size(text: &str) -> Result<[u32; 2], UsageError> {
-    let bad = || UsageError(format!("--input expects WIDTHxHEIGHT (e.g. 640x640), got `{text}`"));
-    let (w, h) = text.split_once(['x', 'X']).unwrap_or((text, text));
-    let w: u32 = w.trim().parse().map_err(|_| bad())?;
-    let h: u32 = h.trim().parse().map_err(|_| bad())?;
-    if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
-        return Err(bad());
-    }
-    Ok([w, h])
+    crate::config::parse_size(text).map_err(|m| UsageError(format!("--input: {m}")))
 }
 
 fn parse_num(text: &str, flag: &str, min: f32, max: f32) -> Result<f32, UsageError> {
@@ -372,6 +375,7 @@ fn command_from_words(words: &[String], opts: &CommandOptions) -> Result<Command
             }))
         }
         ["provision"] => Ok(Command::Provision(opts.provision.clone())),
+        ["run"] => Ok(Command::Run(RunArgs { provision: opts.provision.clone() })),
         ["cache", "ls"] => Ok(Command::Cache(CacheCommand::Ls { json })),
         ["cache", "verify"] => Ok(Command::Cache(CacheCommand::Verify { repair: opts.repair })),
         ["cache", "gc"] => Ok(Command::Cache(CacheCommand::Gc)),
@@ -443,9 +447,14 @@ mod tests {
     }
 
     #[test]
-    fn later_commands_parse_as_not_implemented_with_their_arguments() {
-        let cli = parse_str(&["run", "--source", "v4l2:///dev/video0"]).unwrap();
-        assert_eq!(cli.command, Command::NotImplemented("run".into()));
+    fn run_flags_become_settings() {
+        let cli = parse_str(&["run", "--source", "dir:/srv/in", "--model", "faces", "--frames", "3", "--allow-volatile-cache"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert!(args.provision.allow_volatile_cache);
+        let keys: Vec<(&str, &str)> = cli.global.flags.iter().map(|f| (f.key.as_str(), f.value.as_str())).collect();
+        assert_eq!(keys, [("run.source", "dir:/srv/in"), ("run.frames", "3"), ("run.model", "faces")]);
+        assert!(parse_str(&["run", "--confidence", "0.5"]).is_err(), "thresholds are run.* settings");
+        assert!(parse_str(&["detect", "a.png", "--model", "m", "--source", "x"]).is_err());
     }
 
     #[test]

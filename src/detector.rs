@@ -1,7 +1,7 @@
 //! One model ready to turn images into predictions: a backend session, its family, the input
 //! plan, and the reusable buffers of the per-frame path.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::{Output, Session};
 use crate::vision::detection::{Detection, Detections, Thresholds};
@@ -20,6 +20,14 @@ pub enum Response {
     Classification(ClassificationResponse),
 }
 
+/// Where the last frame's time went (for the pipeline's stage timings).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub preprocess: Duration,
+    pub infer: Duration,
+    pub postprocess: Duration,
+}
+
 pub struct Detector {
     session: Box<dyn Session>,
     family: Option<Family>,
@@ -33,6 +41,7 @@ pub struct Detector {
     input: Vec<f32>,
     work: Vec<Detection>,
     dets: Detections,
+    pub last: StageTimes,
 }
 
 impl Detector {
@@ -48,6 +57,7 @@ impl Detector {
             input: Vec::new(),
             work: Vec::new(),
             dets: Detections::new(),
+            last: StageTimes::default(),
         }
     }
 
@@ -61,8 +71,12 @@ impl Detector {
         if let Some(resize) = self.resize {
             plan.resize = resize;
         }
+        let started = Instant::now();
         let geo = self.pre.run(img, plan.width, plan.height, plan.resize, plan.norm, &mut self.input)?;
+        let prepared = Instant::now();
         let outputs = self.session.run(&self.input, plan.height, plan.width)?;
+        self.last.preprocess = prepared - started;
+        self.last.infer = prepared.elapsed();
         Ok((outputs, geo, (plan.width, plan.height)))
     }
 
@@ -80,9 +94,25 @@ impl Detector {
             }
         };
         let (outputs, geo, input) = self.raw(img, family)?;
+        let decoding = Instant::now();
+        let response = self.decode(family, &outputs, &geo, input, img, started);
+        self.last.postprocess = decoding.elapsed();
+        response
+    }
+
+    /// Model outputs to the Roboflow-shaped answer.
+    fn decode(
+        &mut self,
+        family: Family,
+        outputs: &[Output],
+        geo: &crate::vision::preprocess::Geometry,
+        input: (u32, u32),
+        img: &RgbImage,
+        started: Instant,
+    ) -> anyhow::Result<Response> {
         let image = ImageSize { width: img.width, height: img.height };
         if family == Family::Classification {
-            let ranked = classification::top(&outputs, self.thresholds.max_detections).map_err(anyhow::Error::msg)?;
+            let ranked = classification::top(outputs, self.thresholds.max_detections).map_err(anyhow::Error::msg)?;
             let predictions: Vec<ClassPrediction> = ranked
                 .iter()
                 .map(|&(id, confidence)| ClassPrediction { class: class_name(&self.classes, id), class_id: id, confidence })
@@ -98,7 +128,7 @@ impl Detector {
             }));
         }
         family
-            .detect(&outputs, &geo, input, &self.thresholds, &mut self.work, &mut self.dets)
+            .detect(outputs, geo, input, &self.thresholds, &mut self.work, &mut self.dets)
             .map_err(|e| anyhow::anyhow!("model outputs do not fit family {family}: {e}"))?;
         Ok(Response::Detection(ObjectDetectionResponse {
             inference_id: uuid_v4(),

@@ -38,14 +38,6 @@ impl Failure {
     pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
         Failure { exit, message: message.into() }
     }
-
-    /// The error for a subcommand that a later release fills in. It must not pretend to succeed.
-    pub fn not_implemented(command: &str) -> Failure {
-        Failure::new(
-            Exit::Unavailable,
-            format!("`outpost {command}` is not implemented in this build yet"),
-        )
-    }
 }
 
 impl fmt::Display for Failure {

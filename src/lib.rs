@@ -10,13 +10,17 @@
 pub mod backend;
 pub mod boards;
 pub mod build_info;
+pub mod capture;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod detector;
 pub mod exit;
 pub mod logging;
+pub mod notify;
+pub mod pipeline;
 pub mod provision;
 pub mod redact;
+pub mod sinks;
 pub mod storage;
 pub mod vision;

@@ -134,14 +134,13 @@ fn trace_logging_shows_detection_steps() {
 }
 
 #[test]
-fn unbuilt_commands_fail_clearly_with_their_own_code() {
+fn run_without_a_manifest_or_models_is_a_configuration_error() {
     let sandbox = Sandbox::new();
-    for args in [vec!["run"], vec!["run", "--source", "v4l2:///dev/video0"]] {
-        let out = run(sandbox.outpost().args(&args));
-        assert_eq!(out.code, 5, "{args:?}: {}", out.stderr);
-        assert!(out.stderr.contains("not implemented in this build yet"), "{}", out.stderr);
-        assert!(out.stdout.is_empty());
-    }
+    let manifest = sandbox.path().join("missing.toml");
+    let out = run(sandbox.outpost().arg("--cache-dir").arg(sandbox.path().join("cache")).args(["run", "--manifest"]).arg(&manifest));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("cannot read manifest {}", manifest.display())), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

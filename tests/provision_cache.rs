@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::http::{payload, serve_file, sha256_hex, Response, Server};
+use support::http::{payload, serve_file, sha256_hex, Server};
 use support::{run, Run, Sandbox};
 
 struct Setup {

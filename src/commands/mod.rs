@@ -7,10 +7,10 @@ mod config;
 mod detect;
 mod doctor;
 mod provision;
+mod run;
 
 use crate::cli::{Cli, Command, Global};
 use crate::config::{LoadOptions, Loaded};
-use crate::exit::Failure;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -29,7 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cache(cmd) => cache::run(&cli.global, &cmd),
         Command::Detect(args) => detect::run(&cli.global, &args),
         Command::Bench(args) => bench::run(&cli.global, &args),
-        Command::NotImplemented(name) => Err(Failure::not_implemented(&name).into()),
+        Command::Run(args) => run::run(&cli.global, &args),
     }
 }
 

@@ -11,12 +11,14 @@ use super::keys::{self, KeyDef, Kind};
 use super::ConfigError;
 use crate::redact::{Secret, MASK};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(String),
     /// A secret: its `Debug` is masked too, so a dumped `Settings` cannot leak it.
     Secret(Secret),
     Int(i64),
+    Float(f64),
+    Bool(bool),
     List(Vec<String>),
 }
 
@@ -36,6 +38,15 @@ impl Value {
                 .parse()
                 .map(Value::Int)
                 .map_err(|_| format!("`{text}` is not an integer")),
+            Kind::Float => match text.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(Value::Float(v)),
+                _ => Err(format!("`{text}` is not a number")),
+            },
+            Kind::Bool => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(Value::Bool(true)),
+                "false" | "no" | "off" | "0" => Ok(Value::Bool(false)),
+                _ => Err(format!("`{text}` is not true or false")),
+            },
             Kind::List => Ok(Value::List(
                 text.split(',')
                     .map(str::trim)
@@ -62,6 +73,9 @@ impl Value {
             (Kind::Str | Kind::Path, toml::Value::String(s)) => Some(Value::Str(s.clone())),
             (Kind::Secret, toml::Value::String(s)) => Some(Value::Secret(Secret::new(s.as_str()))),
             (Kind::Int, toml::Value::Integer(i)) => Some(Value::Int(*i)),
+            (Kind::Float, toml::Value::Float(f)) if f.is_finite() => Some(Value::Float(*f)),
+            (Kind::Float, toml::Value::Integer(i)) => Some(Value::Float(*i as f64)),
+            (Kind::Bool, toml::Value::Boolean(b)) => Some(Value::Bool(*b)),
             (Kind::List, toml::Value::Array(items)) => items
                 .iter()
                 .map(|v| v.as_str().map(String::from))
@@ -77,6 +91,8 @@ impl Value {
             Value::Secret(_) => MASK.to_string(),
             Value::Str(s) => s.clone(),
             Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
             Value::List(items) => items.join(","),
         }
     }
@@ -86,6 +102,8 @@ impl Value {
             Value::Secret(_) => MASK.into(),
             Value::Str(s) => s.as_str().into(),
             Value::Int(i) => (*i).into(),
+            Value::Float(f) => (*f).into(),
+            Value::Bool(b) => (*b).into(),
             Value::List(items) => items.clone().into(),
         }
     }

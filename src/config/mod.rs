@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
 pub use layer::{Layer, Settings, Source, Value};
-pub use typed::{BackendKind, Camera, Config, Download, Inference, Memory, PixelFormat, Provision, Roboflow};
+pub use typed::{
+    parse_size, Annotate, BackendKind, Camera, Config, Download, Inference, Memory, PixelFormat, Provision, Roboflow, Run, Sinks,
+    Webhook,
+};
 
 use crate::boards::detect::{self, DeviceTree};
 use crate::boards::{Catalog, DEFAULT_BOARDS_DIR};

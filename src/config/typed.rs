@@ -10,6 +10,7 @@ use log::LevelFilter;
 use super::layer::{Settings, Value};
 use super::ConfigError;
 use crate::redact::Secret;
+use crate::vision::detection::MAX_DETECTIONS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
@@ -67,6 +68,54 @@ pub struct Camera {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+    /// First delay before reopening a failed camera; doubles up to a minute.
+    pub reopen: Duration,
+}
+
+/// What `outpost run` runs (`run.*`).
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// `run.source` as written; empty = the V4L2 camera of `camera.device`.
+    pub source: String,
+    pub looped: bool,
+    /// Empty = the cache's only model.
+    pub model: String,
+    pub input: Option<[u32; 2]>,
+    pub confidence: f32,
+    pub iou: f32,
+    pub max_detections: usize,
+    /// 0 = unlimited.
+    pub max_fps: f64,
+    /// 0 = until stopped.
+    pub frames: u64,
+    /// Zero = only at exit.
+    pub stats_interval: Duration,
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub queue: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Annotate {
+    pub dir: PathBuf,
+    pub every: u64,
+    pub keep: usize,
+    pub latest_interval: Duration,
+    pub quality: u8,
+}
+
+/// Where predictions go (`sinks.*`); `None` = that sink is off.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    /// `Some(None)` = stdout.
+    pub jsonl: Option<Option<PathBuf>>,
+    pub webhook: Option<Webhook>,
+    pub annotate: Option<Annotate>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +165,8 @@ pub struct Config {
     pub board: String,
     pub cache_dir: PathBuf,
     pub camera: Camera,
+    pub run: Run,
+    pub sinks: Sinks,
     pub inference: Inference,
     pub memory: Memory,
     pub log_level: LevelFilter,
@@ -139,6 +190,51 @@ impl Config {
                 width: int_in(s, "camera.width", 16, 8192)? as u32,
                 height: int_in(s, "camera.height", 16, 8192)? as u32,
                 fps: int_in(s, "camera.fps", 1, 240)? as u32,
+                reopen: Duration::from_secs(int_in(s, "camera.reopen_secs", 1, 3600)? as u64),
+            },
+            run: Run {
+                source: string(s, "run.source")?,
+                looped: boolean(s, "run.loop")?,
+                model: string(s, "run.model")?,
+                input: match string(s, "run.input")?.as_str() {
+                    "" => None,
+                    text => Some(parse_size(text).map_err(|m| invalid(s, "run.input", m))?),
+                },
+                confidence: float_in(s, "run.confidence", 0.0, 1.0)? as f32,
+                iou: float_in(s, "run.iou", 0.0, 1.0)? as f32,
+                max_detections: int_in(s, "run.max_detections", 1, MAX_DETECTIONS as i64)? as usize,
+                max_fps: float_in(s, "run.max_fps", 0.0, 1000.0)?,
+                frames: int_in(s, "run.frames", 0, i64::MAX)? as u64,
+                stats_interval: Duration::from_secs(int_in(s, "run.stats_interval_secs", 0, 86_400)? as u64),
+                stop_timeout: Duration::from_secs(int_in(s, "run.stop_timeout_secs", 1, 3600)? as u64),
+            },
+            sinks: Sinks {
+                jsonl: match string(s, "sinks.jsonl")?.as_str() {
+                    "" => None,
+                    "-" => Some(None),
+                    path => Some(Some(PathBuf::from(path))),
+                },
+                webhook: match string(s, "sinks.webhook.url")? {
+                    url if url.is_empty() => None,
+                    url if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                        return Err(invalid(s, "sinks.webhook.url", "must be an http(s):// URL".into()));
+                    }
+                    url => Some(Webhook {
+                        url,
+                        queue: int_in(s, "sinks.webhook.queue", 1, 10_000)? as usize,
+                        timeout: Duration::from_secs(int_in(s, "sinks.webhook.timeout_secs", 1, 600)? as u64),
+                    }),
+                },
+                annotate: match string(s, "sinks.annotate.dir")? {
+                    dir if dir.is_empty() => None,
+                    dir => Some(Annotate {
+                        dir: PathBuf::from(dir),
+                        every: int_in(s, "sinks.annotate.every", 0, i64::MAX)? as u64,
+                        keep: int_in(s, "sinks.annotate.keep", 0, 1_000_000)? as usize,
+                        latest_interval: Duration::from_millis(int_in(s, "sinks.annotate.latest_interval_ms", 0, 3_600_000)? as u64),
+                        quality: int_in(s, "sinks.annotate.quality", 1, 100)? as u8,
+                    }),
+                },
             },
             inference: Inference {
                 threads: int_in(s, "inference.threads", 1, 256)? as usize,
@@ -215,6 +311,33 @@ fn list(s: &Settings, key: &str) -> Result<Vec<String>, ConfigError> {
         Some(Value::List(items)) => Ok(items.clone()),
         _ => Err(invalid(s, key, "must be a list of strings".into())),
     }
+}
+
+fn boolean(s: &Settings, key: &str) -> Result<bool, ConfigError> {
+    match s.get(key).map(|e| &e.value) {
+        Some(Value::Bool(b)) => Ok(*b),
+        _ => Err(invalid(s, key, "must be true or false".into())),
+    }
+}
+
+fn float_in(s: &Settings, key: &str, min: f64, max: f64) -> Result<f64, ConfigError> {
+    match s.get(key).map(|e| &e.value) {
+        Some(Value::Float(v)) if (min..=max).contains(v) => Ok(*v),
+        Some(Value::Float(v)) => Err(invalid(s, key, format!("{v} is out of range {min}..={max}"))),
+        _ => Err(invalid(s, key, "must be a number".into())),
+    }
+}
+
+/// `640x480`, or `320` for a square input.
+pub fn parse_size(text: &str) -> Result<[u32; 2], String> {
+    let bad = || format!("expected WIDTHxHEIGHT (e.g. 640x640), got `{text}`");
+    let (w, h) = text.split_once(['x', 'X']).unwrap_or((text, text));
+    let w: u32 = w.trim().parse().map_err(|_| bad())?;
+    let h: u32 = h.trim().parse().map_err(|_| bad())?;
+    if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
+        return Err(bad());
+    }
+    Ok([w, h])
 }
 
 fn int_in(s: &Settings, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Reads a vivid guest's serial console log and checks each pixel format's `outpost run`:
+exit 0, >= 20 frames captured and converted, >= 3 through the model, frames dropped (counted)
+while inference ran, and well-formed Roboflow-shaped JSON lines for 640x480 frames.
+
+    check-vivid.py CONSOLE_LOG FORMAT...
+"""
+import json
+import re
+import sys
+
+MARK = "OUTPOST-VIVID: "
+
+
+def sections(lines):
+    out, current, kind = {}, None, None
+    for line in lines:
+        if line.startswith(MARK):
+            words = line[len(MARK):].split()
+            if words[0] == "begin":
+                current = out.setdefault(words[1], {"stdout": [], "stderr": [], "exit": None})
+                kind = None
+            elif words[0] == "exit" and current is not None:
+                current["exit"] = int(words[2])
+            elif words[0] in ("stdout", "stderr"):
+                kind = words[0]
+            elif words[0] == "end":
+                current, kind = None, None
+            continue
+        if current is not None and kind:
+            current[kind].append(line)
+    return out
+
+
+def check(fmt, run):
+    problems = []
+    err = "\n".join(run["stderr"])
+    if run["exit"] != 0:
+        problems.append(f"exit code {run['exit']}")
+    if not re.search(rf"camera /dev/video0: .*{fmt} 640x480", err):
+        problems.append(f"no negotiation line for {fmt} 640x480")
+    summary = [l for l in run["stderr"] if "summary" in l]
+    counts = dict(re.findall(r"(\w+)=([\d.]+)", summary[-1])) if summary else {}
+    if not counts:
+        problems.append("no summary line")
+    else:
+        if int(counts["frames_captured"]) < 20:
+            problems.append(f"only {counts['frames_captured']} frames captured")
+        if int(counts["frames_processed"]) < 3:
+            problems.append(f"only {counts['frames_processed']} frames processed")
+        if int(counts["frames_dropped"]) < 1:
+            problems.append("no frame dropped while inference ran")
+    objects = []
+    for line in run["stdout"]:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            objects.append(json.loads(line))
+        except ValueError as e:
+            problems.append(f"not JSON ({e}): {line[:120]}")
+    if len(objects) < 3:
+        problems.append(f"{len(objects)} JSON lines, expected >= 3")
+    for o in objects:
+        if o.get("image") != {"width": 640, "height": 480} or not isinstance(o.get("predictions"), list):
+            problems.append(f"unexpected object: {str(o)[:160]}")
+        if o.get("source") != "v4l2:///dev/video0" or not isinstance(o.get("frame_id"), int):
+            problems.append(f"no source/frame_id: {str(o)[:160]}")
+    ids = [o.get("frame_id") for o in objects]
+    if ids != sorted(ids):
+        problems.append(f"frame ids out of order: {ids}")
+    print(f"check-vivid: {fmt}: " + (", ".join(f"{k}={counts[k]}" for k in ("frames_captured", "frames_processed", "frames_dropped", "infer_ms", "convert_ms") if k in counts) or "no counts") + f", {len(objects)} JSON lines, frame ids {ids}")
+    return problems
+
+
+def main():
+    path, formats = sys.argv[1], sys.argv[2:]
+    lines = open(path, errors="replace").read().splitlines()
+    runs = sections(lines)
+    failed = False
+    for fmt in formats:
+        if fmt not in runs:
+            print(f"check-vivid: {fmt}: the guest never ran it", file=sys.stderr)
+            failed = True
+            continue
+        problems = check(fmt, runs[fmt])
+        if problems:
+            failed = True
+            print(f"check-vivid: {fmt} FAILED: " + "; ".join(problems), file=sys.stderr)
+            print("\n".join(runs[fmt]["stderr"][-40:]), file=sys.stderr)
+    if failed:
+        print("check-vivid: console log tail:\n" + "\n".join(lines[-60:]), file=sys.stderr)
+        sys.exit(1)
+    print("check-vivid: all formats passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+//! Camera pixel formats to packed RGB8: YUYV (4:2:2) and NV12 (4:2:0) with BT.601 limited-range
+//! coefficients (what V4L2 drivers deliver for their default colorspaces), RGB24 row copies, and
+//! MJPEG through the JPEG decoder. Rows may be padded (`stride` = bytes per line, as the driver
+//! reports it); the output is always tightly packed.
+
+use crate::config::PixelFormat;
+use crate::vision::image::RgbImage;
+
+/// A raw frame as the driver delivered it.
+pub struct RawFrame<'a> {
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per line of the (first) plane.
+    pub stride: u32,
+    pub data: &'a [u8],
+}
+
+/// Converts `raw` into `out`, reusing `out`'s buffer.
+pub fn to_rgb(raw: &RawFrame<'_>, out: &mut RgbImage) -> anyhow::Result<()> {
+    let (w, h) = (raw.width as usize, raw.height as usize);
+    if raw.format == PixelFormat::Mjpeg {
+        *out = crate::vision::image::decode(raw.data)
+            .map_err(|e| anyhow::anyhow!("MJPEG frame: {e}"))?;
+        return Ok(());
+    }
+    let stride = raw.stride as usize;
+    let (min_stride, needed) = match raw.format {
+        PixelFormat::Yuyv => (w * 2, stride * h),
+        PixelFormat::Rgb24 => (w * 3, stride * h),
+        PixelFormat::Nv12 => (w, stride * h + stride * h.div_ceil(2)),
+        PixelFormat::Mjpeg => unreachable!(),
+    };
+    if stride < min_stride {
+        anyhow::bail!(
+            "{} frame: {stride} bytes per line is too few for {w} pixels",
+            raw.format
+        );
+    }
+    if raw.data.len() < needed {
+        anyhow::bail!(
+            "{} frame {w}x{h}: {} bytes, expected {needed} (truncated buffer)",
+            raw.format,
+            raw.data.len()
+        );
+    }
+    out.width = raw.width;
+    out.height = raw.height;
+    out.data.resize(w * h * 3, 0);
+    match raw.format {
+        PixelFormat::Yuyv => yuyv(raw.data, stride, w, h, &mut out.data),
+        PixelFormat::Nv12 => nv12(raw.data, stride, w, h, &mut out.data),
+        PixelFormat::Rgb24 => {
+            for (row, dst) in out.data.chunks_exact_mut(w * 3).enumerate() {
+                dst.copy_from_slice(&raw.data[row * stride..row * stride + w * 3]);
+            }
+        }
+        PixelFormat::Mjpeg => unreachable!(),
+    }
+    Ok(())
+}
+
+/// BT.601 limited range: Y in 16..=235, Cb/Cr in 16..=240 centred on 128 (8-bit fixed point).
+#[inline(always)]
+fn ycbcr(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = 298 * (y as i32 - 16);
+    let d = u as i32 - 128;
+    let e = v as i32 - 128;
+    let clamp = |x: i32| ((x + 128) >> 8).clamp(0, 255) as u8;
+    [
+        clamp(c + 409 * e),
+        clamp(c - 100 * d - 208 * e),
+        clamp(c + 516 * d),
+    ]
+}
+
+fn yuyv(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) {
+    for row in 0..h {
+        let line = &src[row * stride..row * stride + w * 2];
+        let out = &mut dst[row * w * 3..(row + 1) * w * 3];
+        // Y0 U Y1 V: two pixels share one chroma pair; an odd last pixel uses its own pair.
+        for (x, px) in out.chunks_exact_mut(3).enumerate() {
+            let pair = (x / 2) * 4;
+            let y = line[x * 2];
+            let (u, v) = (line[pair + 1], line.get(pair + 3).copied().unwrap_or(128));
+            px.copy_from_slice(&ycbcr(y, u, v));
+        }
+    }
+}
+
+fn nv12(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) {
+    let chroma = &src[stride * h..];
+    for row in 0..h {
+        let luma = &src[row * stride..row * stride + w];
+        let uv = &chroma[(row / 2) * stride..];
+        let out = &mut dst[row * w * 3..(row + 1) * w * 3];
+        for (x, px) in out.chunks_exact_mut(3).enumerate() {
+            let pair = (x / 2) * 2;
+            px.copy_from_slice(&ycbcr(luma[x], uv[pair], uv[pair + 1]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ITU-R BT.601 limited-range codes of 100% colour bars (Y, Cb, Cr) and their RGB.
+    /// Y/Cb/Cr from the standard's 8-bit equations: Y = 16 + 219 E'Y, Cx = 128 + 224 E'Cx.
+    const BARS: [([u8; 3], [u8; 3]); 8] = [
+        ([235, 128, 128], [255, 255, 255]), // white
+        ([210, 16, 146], [255, 255, 0]),    // yellow
+        ([170, 166, 16], [0, 255, 255]),    // cyan
+        ([145, 54, 34], [0, 255, 0]),       // green
+        ([106, 202, 222], [255, 0, 255]),   // magenta
+        ([81, 90, 240], [255, 0, 0]),       // red
+        ([41, 240, 110], [0, 0, 255]),      // blue
+        ([16, 128, 128], [0, 0, 0]),        // black
+    ];
+
+    fn close(a: &[u8], b: &[u8]) -> bool {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (*x as i32 - *y as i32).abs() <= 2)
+    }
+
+    #[test]
+    fn bt601_colour_bars() {
+        for (yuv, rgb) in BARS {
+            let got = ycbcr(yuv[0], yuv[1], yuv[2]);
+            assert!(close(&got, &rgb), "{yuv:?} -> {got:?}, expected {rgb:?}");
+        }
+    }
+
+    #[test]
+    fn yuyv_with_padded_rows() {
+        // Two rows of 4 pixels (two bars per row, each bar two pixels wide), 4 bytes of padding.
+        let stride = 12;
+        let mut data = Vec::new();
+        for row in 0..2 {
+            for bar in [BARS[row * 2].0, BARS[row * 2 + 1].0] {
+                data.extend_from_slice(&[bar[0], bar[1], bar[0], bar[2]]);
+            }
+            data.extend_from_slice(&[0xAA; 4]);
+        }
+        let mut out = RgbImage::new(0, 0, Vec::new());
+        to_rgb(
+            &RawFrame {
+                format: PixelFormat::Yuyv,
+                width: 4,
+                height: 2,
+                stride,
+                data: &data,
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!((out.width, out.height, out.data.len()), (4, 2, 24));
+        for (i, px) in out.data.chunks(3).enumerate() {
+            let bar = (i / 4) * 2 + (i % 4) / 2;
+            assert!(
+                close(px, &BARS[bar].1),
+                "pixel {i}: {px:?} vs {:?}",
+                BARS[bar].1
+            );
+        }
+    }
+
+    #[test]
+    fn nv12_shares_chroma_over_2x2_blocks() {
+        // 4x2 image: left 2x2 block red, right 2x2 block blue.
+        let (red, blue) = (BARS[5].0, BARS[6].0);
+        let mut data = Vec::new();
+        for _ in 0..2 {
+            data.extend_from_slice(&[red[0], red[0], blue[0], blue[0]]);
+        }
+        data.extend_from_slice(&[red[1], red[2], blue[1], blue[2]]);
+        let mut out = RgbImage::new(0, 0, Vec::new());
+        to_rgb(
+            &RawFrame {
+                format: PixelFormat::Nv12,
+                width: 4,
+                height: 2,
+                stride: 4,
+                data: &data,
+            },
+            &mut out,
+        )
+        .unwrap();
+        for (i, px) in out.data.chunks(3).enumerate() {
+            let want = if i % 4 < 2 { BARS[5].1 } else { BARS[6].1 };
+            assert!(close(px, &want), "pixel {i}: {px:?}");
+        }
+    }
+
+    #[test]
+    fn rgb24_drops_row_padding() {
+        let data = [1, 2, 3, 4, 5, 6, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0];
+        let mut out = RgbImage::new(0, 0, Vec::new());
+        to_rgb(
+            &RawFrame {
+                format: PixelFormat::Rgb24,
+                width: 2,
+                height: 2,
+                stride: 8,
+                data: &data,
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.data, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    }
+
+    #[test]
+    fn mjpeg_decodes_and_short_buffers_are_errors() {
+        let src = image::RgbImage::from_pixel(16, 8, image::Rgb([200, 30, 40]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .encode_image(&src)
+            .unwrap();
+        let mut out = RgbImage::new(0, 0, Vec::new());
+        to_rgb(
+            &RawFrame {
+                format: PixelFormat::Mjpeg,
+                width: 16,
+                height: 8,
+                stride: 0,
+                data: &jpeg,
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!((out.width, out.height), (16, 8));
+        assert!(
+            close(&out.data[..3], &[200, 30, 40]),
+            "{:?}",
+            &out.data[..3]
+        );
+
+        let err = to_rgb(
+            &RawFrame {
+                format: PixelFormat::Yuyv,
+                width: 4,
+                height: 4,
+                stride: 8,
+                data: &[0; 20],
+            },
+            &mut out,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("truncated"), "{err}");
+    }
+}

@@ -1,0 +1,183 @@
+//! Where frames come from: V4L2 cameras, one image file, or a folder of images. Every source
+//! turns its data into RGB8 [`Frame`]s; the pipeline does not know which kind it reads.
+
+pub mod convert;
+mod files;
+#[cfg(all(feature = "v4l2", target_os = "linux"))]
+mod v4l2;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::vision::image::RgbImage;
+
+pub use files::{DirSource, FileSource};
+
+/// One captured frame, converted to RGB. Reused from frame to frame (see `pipeline::slot`).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub image: RgbImage,
+    /// Counts captured frames from 1, dropped ones included.
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    /// Waiting for the driver (or reading the file).
+    pub capture: Duration,
+    pub convert: Duration,
+}
+
+impl Default for Frame {
+    fn default() -> Frame {
+        Frame {
+            image: RgbImage::new(0, 0, Vec::new()),
+            seq: 0,
+            captured_at: SystemTime::UNIX_EPOCH,
+            capture: Duration::ZERO,
+            convert: Duration::ZERO,
+        }
+    }
+}
+
+/// A bad frame (corrupt, undecodable) on a device that is otherwise fine: skipped and counted,
+/// without reopening the device.
+#[derive(Debug)]
+pub struct FrameError(pub String);
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+pub enum Next {
+    /// `frame` holds a new image.
+    Frame,
+    /// Nothing arrived within the source's wait (a live camera); ask again.
+    Idle,
+    /// A finite source is exhausted.
+    End,
+}
+
+pub trait Source: Send {
+    /// What it reads, for logs and the JSON `source` field.
+    fn name(&self) -> &str;
+    /// Live sources (cameras) deliver frames whether or not anyone takes them, so the pipeline
+    /// drops stale ones; files wait for the pipeline instead.
+    fn is_live(&self) -> bool;
+    /// Fills `frame` (its buffers are reused). A failed frame is an error; the caller decides
+    /// whether to skip it or reopen.
+    fn next(&mut self, frame: &mut Frame) -> anyhow::Result<Next>;
+    /// Drops the device so the next `next` opens it again (after an error).
+    fn reset(&mut self) {}
+}
+
+/// `run.source` parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    V4l2(PathBuf),
+    File(PathBuf),
+    Dir(PathBuf),
+}
+
+impl SourceSpec {
+    /// `v4l2:///dev/video0` (or `v4l2:/dev/video0`), `file:PATH`, `dir:PATH`; empty = the camera
+    /// of `camera.device`.
+    pub fn parse(text: &str, camera_device: &str) -> Result<SourceSpec, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(SourceSpec::V4l2(PathBuf::from(camera_device)));
+        }
+        let (scheme, rest) = text.split_once(':').ok_or_else(|| {
+            format!("`{text}` has no scheme; use v4l2:///dev/videoN, file:PATH or dir:PATH")
+        })?;
+        let path = match scheme {
+            "v4l2" => rest.strip_prefix("//").unwrap_or(rest),
+            _ => rest
+                .strip_prefix("//")
+                .filter(|p| p.starts_with('/'))
+                .unwrap_or(rest),
+        };
+        if path.is_empty() {
+            return Err(format!("`{text}` names no path"));
+        }
+        let path = PathBuf::from(path);
+        match scheme {
+            "v4l2" if path.is_absolute() => Ok(SourceSpec::V4l2(path)),
+            "v4l2" => Err(format!(
+                "`{text}`: the device must be an absolute path such as v4l2:///dev/video0"
+            )),
+            "file" => Ok(SourceSpec::File(path)),
+            "dir" => Ok(SourceSpec::Dir(path)),
+            other => Err(format!(
+                "unknown source scheme `{other}:`; use v4l2://, file: or dir:"
+            )),
+        }
+    }
+}
+
+/// Opens the configured source; errors here are startup errors (fatal).
+pub fn open(config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    let spec = SourceSpec::parse(&config.run.source, &config.camera.device)
+        .map_err(|m| anyhow::anyhow!("run.source: {m}"))?;
+    match spec {
+        SourceSpec::File(path) => Ok(Box::new(FileSource::open(path, config.run.looped)?)),
+        SourceSpec::Dir(path) => Ok(Box::new(DirSource::open(path, config.run.looped)?)),
+        SourceSpec::V4l2(path) => open_v4l2(path, config),
+    }
+}
+
+#[cfg(all(feature = "v4l2", target_os = "linux"))]
+fn open_v4l2(path: PathBuf, config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    Ok(Box::new(v4l2::V4l2Source::open(path, &config.camera)?))
+}
+
+#[cfg(not(all(feature = "v4l2", target_os = "linux")))]
+fn open_v4l2(path: PathBuf, _config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    Err(crate::exit::Failure::new(
+        crate::exit::Exit::Unavailable,
+        format!(
+            "{}: V4L2 capture is not in this build (cargo feature `v4l2`, Linux only)",
+            path.display()
+        ),
+    )
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_specs() {
+        let p = |s: &str| SourceSpec::parse(s, "/dev/video2");
+        assert_eq!(p("").unwrap(), SourceSpec::V4l2("/dev/video2".into()));
+        assert_eq!(
+            p("v4l2:///dev/video0").unwrap(),
+            SourceSpec::V4l2("/dev/video0".into())
+        );
+        assert_eq!(
+            p("v4l2:/dev/video1").unwrap(),
+            SourceSpec::V4l2("/dev/video1".into())
+        );
+        assert_eq!(
+            p("file:img/a.png").unwrap(),
+            SourceSpec::File("img/a.png".into())
+        );
+        assert_eq!(
+            p("file:///abs/a.png").unwrap(),
+            SourceSpec::File("/abs/a.png".into())
+        );
+        assert_eq!(
+            p("dir:/srv/frames").unwrap(),
+            SourceSpec::Dir("/srv/frames".into())
+        );
+        assert!(p("rtsp://cam")
+            .unwrap_err()
+            .contains("unknown source scheme"));
+        assert!(p("/dev/video0").unwrap_err().contains("no scheme"));
+        assert!(p("v4l2:video0").unwrap_err().contains("absolute"));
+        assert!(p("dir:").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! `outpost run`: the appliance's main job. Provisioning (blocking; no network when the cache is
+//! complete) -> load the model -> capture -> infer -> sinks, until stopped. Under systemd it
+//! speaks the notify protocol (see `scripts/outpost.service`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cli::{Global, ModelArgs, RunArgs};
+use crate::exit::{Exit, Failure};
+use crate::notify::Notifier;
+use crate::pipeline::{self, Options};
+use crate::provision::cache::Cache;
+use crate::vision::detection::Thresholds;
+
+pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
+    let loaded = super::load_config(global)?;
+    let config = &loaded.config;
+    let mut notifier = Notifier::from_env();
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&stop)?;
+
+    // 1. Provisioning: the cache must hold the manifest's models before anything else runs.
+    let opts = super::provision::options(config, &args.provision);
+    let cache = Cache::new(&config.cache_dir);
+    if !opts.manifest.exists() && cache.current()?.is_some() {
+        log::warn!(
+            "manifest {} does not exist; running the models already in the cache",
+            opts.manifest.display()
+        );
+    } else {
+        notifier.status(&format!(
+            "provisioning models from {}",
+            opts.manifest.display()
+        ));
+        let summary = crate::provision::provision(&opts)?;
+        log::info!(
+            "cache generation {}: {} model(s) ready",
+            summary.generation,
+            summary.models
+        );
+    }
+    if stop.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+
+    // 2. The model.
+    let model = choose_model(&cache, &config.run.model)?;
+    notifier.status(&format!("loading model {model}"));
+    let loading = Instant::now();
+    let model_args = ModelArgs {
+        model: Some(model.clone()),
+        input: config.run.input,
+        ..ModelArgs::default()
+    };
+    let mut detector = super::detect::load_detector(config, &model_args)?;
+    detector.thresholds = Thresholds {
+        confidence: config.run.confidence,
+        iou: config.run.iou,
+        max_detections: config.run.max_detections,
+        ..Thresholds::default()
+    };
+    log::info!(
+        "model {model} loaded in {:.2}s",
+        loading.elapsed().as_secs_f64()
+    );
+
+    // 3. Sinks and source: failures here are startup errors (configuration or hardware).
+    let mut sinks =
+        crate::sinks::open(config).map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?;
+    let source = crate::capture::open(config)?;
+    log::info!("source {}", source.name());
+
+    // 4. Frames until stopped. A stop that outlasts the timeout (a frame stuck in a slow model)
+    // ends the process anyway, after any JSON line being written is complete.
+    spawn_stop_guard(
+        stop.clone(),
+        config.run.stop_timeout + Duration::from_secs(1),
+    );
+    let pipeline_opts = Options {
+        max_fps: config.run.max_fps,
+        frames: config.run.frames,
+        stats_interval: config.run.stats_interval,
+        reopen: config.camera.reopen,
+        stop_timeout: config.run.stop_timeout,
+    };
+    let stats = pipeline::run(
+        source,
+        &mut detector,
+        &mut sinks,
+        &pipeline_opts,
+        &stop,
+        &mut notifier,
+    )?;
+    if stats.processed == 0 && stats.frame_errors > 0 {
+        return Err(Failure::new(
+            Exit::Runtime,
+            format!(
+                "no frame could be processed ({} failed)",
+                stats.frame_errors
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `run.model`, or the only model of the current generation.
+fn choose_model(cache: &Cache, wanted: &str) -> anyhow::Result<String> {
+    if !wanted.is_empty() {
+        return Ok(wanted.to_string());
+    }
+    let gen = cache
+        .current()?
+        .ok_or_else(|| Failure::new(Exit::Provisioning, "the cache has no models".to_string()))?;
+    match gen.models.as_slice() {
+        [only] => Ok(only.id.clone()),
+        models => {
+            let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+            Err(Failure::new(
+                Exit::Config,
+                format!("run.model is not set and the cache holds {} models ({}): set run.model or pass --model", ids.len(), ids.join(", ")),
+            )
+            .into())
+        }
+    }
+}
+
+/// SIGTERM/SIGINT set `stop`; a second one while stopping ends the process at once (exit 130).
+fn install_signal_handlers(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(())
+}
+
+fn spawn_stop_guard(stop: Arc<AtomicBool>, timeout: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("stop-guard".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(timeout);
+            log::warn!(
+                "still busy {}s after the stop request (a frame in the model?); exiting",
+                timeout.as_secs()
+            );
+            // Holding stdout's lock waits for a JSON line being written to finish.
+            let _stdout = std::io::stdout().lock();
+            std::process::exit(0);
+        });
+}

@@ -1,0 +1,273 @@
+//! The frame loop of `outpost run`: a capture thread fills the latest-frame slot; this thread
+//! takes the newest frame, runs the model, hands the result to every sink, and keeps count.
+//! Only startup errors are fatal: a bad frame, a failed sink or a lost camera is logged,
+//! counted and skipped (cameras are reopened with a growing delay).
+
+pub mod slot;
+pub mod stats;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::capture::{Frame, FrameError, Next, Source};
+use crate::detector::Detector;
+use crate::notify::Notifier;
+use crate::sinks::{self, Output, Sink};
+use slot::{Slot, Taken};
+use stats::Stats;
+
+pub struct Options {
+    /// 0 = unlimited.
+    pub max_fps: f64,
+    /// Stop after this many processed frames (0 = never).
+    pub frames: u64,
+    /// Zero = only at exit.
+    pub stats_interval: Duration,
+    /// First delay before reopening a failed camera.
+    pub reopen: Duration,
+    /// How long the sinks may take to flush at the end.
+    pub stop_timeout: Duration,
+}
+
+/// Runs until the source ends, `frames` are done, or `stop` is set; returns the final counts.
+pub fn run(
+    source: Box<dyn Source>,
+    detector: &mut Detector,
+    sinks: &mut [Box<dyn Sink>],
+    opts: &Options,
+    stop: &Arc<AtomicBool>,
+    notifier: &mut Notifier,
+) -> anyhow::Result<Stats> {
+    let source_name: Arc<str> = source.name().into();
+    let slot = Arc::new(Slot::default());
+    let shared = Arc::new(Mutex::new(Stats::default()));
+    let capture = {
+        let (slot, shared, stop, reopen) =
+            (slot.clone(), shared.clone(), stop.clone(), opts.reopen);
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture_loop(source, &slot, &shared, &stop, reopen))?
+    };
+
+    let started = Instant::now();
+    let mut processed = Stats::default();
+    let mut last_report = (Instant::now(), Stats::default());
+    let mut last_status = Instant::now();
+    let mut next_due: Option<Instant> = None;
+    let mut ready = false;
+    let wait = notifier
+        .watchdog_period()
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    notifier.status(&format!("waiting for the first frame from {source_name}"));
+
+    while !stop.load(Ordering::Relaxed) && (opts.frames == 0 || processed.processed < opts.frames) {
+        notifier.watchdog();
+        // max_fps: idle until the next frame is due; the camera keeps the slot fresh meanwhile.
+        if let Some(due) = next_due {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep((due - now).min(wait));
+                continue;
+            }
+        }
+        let mut frame = match slot.take(wait) {
+            Taken::Frame(frame) => frame,
+            Taken::Empty => continue,
+            Taken::Closed => break,
+        };
+        if !ready {
+            notifier.ready(&format!("running: {source_name}"));
+            log::info!(
+                "first frame: {}x{} from {source_name}",
+                frame.image.width,
+                frame.image.height
+            );
+            ready = true;
+        }
+        if opts.max_fps > 0.0 {
+            let period = Duration::from_secs_f64(1.0 / opts.max_fps);
+            next_due = Some(Instant::now() + period);
+        }
+        process(&mut frame, detector, sinks, &source_name, &mut processed);
+        slot.recycle(frame);
+
+        if !opts.stats_interval.is_zero() && last_report.0.elapsed() >= opts.stats_interval {
+            let now = snapshot(&shared, &processed, &slot, sinks);
+            log::info!(
+                "stats (last {:.0}s): {}",
+                last_report.0.elapsed().as_secs_f64(),
+                now.since(&last_report.1).line(last_report.0.elapsed())
+            );
+            last_report = (Instant::now(), now);
+        }
+        if last_status.elapsed() >= Duration::from_secs(5) {
+            let now = snapshot(&shared, &processed, &slot, sinks);
+            let fps = now.processed as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            notifier.status(&format!(
+                "running: {source_name}, {fps:.1} fps, {} frames, {} dropped",
+                now.processed, now.dropped
+            ));
+            last_status = Instant::now();
+        }
+    }
+
+    // Wind down: stop the capture thread (it waits at most one dequeue), then flush the sinks.
+    notifier.stopping("stopping: flushing sinks");
+    stop.store(true, Ordering::Relaxed);
+    slot.close();
+    if capture.join().is_err() {
+        log::error!("the capture thread panicked");
+    }
+    let deadline = Instant::now() + opts.stop_timeout;
+    for sink in sinks.iter_mut() {
+        if let Err(e) = sink.flush(deadline) {
+            processed.sink_errors += 1;
+            log::warn!("sink {}: flush failed: {e:#}", sink.name());
+        }
+    }
+    let total = snapshot(&shared, &processed, &slot, sinks);
+    log::info!(
+        "summary ({:.1}s): {}",
+        started.elapsed().as_secs_f64(),
+        total.line(started.elapsed())
+    );
+    Ok(total)
+}
+
+/// One frame through the model and the sinks; failures are counted, never fatal.
+fn process(
+    frame: &mut Frame,
+    detector: &mut Detector,
+    sinks: &mut [Box<dyn Sink>],
+    source: &str,
+    stats: &mut Stats,
+) {
+    let response = match detector.infer(&frame.image) {
+        Ok(r) => r,
+        Err(e) => {
+            stats.frame_errors += 1;
+            log::warn!("frame {}: inference failed: {e:#}", frame.seq);
+            return;
+        }
+    };
+    stats.stage("preprocess", detector.last.preprocess);
+    stats.stage("infer", detector.last.infer);
+    stats.stage("postprocess", detector.last.postprocess);
+    let sinking = Instant::now();
+    let json = sinks::json_line(&response, frame.seq, frame.captured_at, source);
+    let out = Output {
+        frame_id: frame.seq,
+        captured_at: frame.captured_at,
+        source,
+        response: &response,
+        json: &json,
+        image: &frame.image,
+    };
+    for sink in sinks.iter_mut() {
+        if let Err(e) = sink.write(&out) {
+            stats.sink_errors += 1;
+            log::warn!("sink {}: frame {}: {e:#}", sink.name(), frame.seq);
+        }
+    }
+    stats.stage("sinks", sinking.elapsed());
+    stats.processed += 1;
+}
+
+/// The pipeline's counts merged with the capture thread's, the slot's and the sinks'.
+fn snapshot(
+    shared: &Mutex<Stats>,
+    pipeline: &Stats,
+    slot: &Slot,
+    sinks: &[Box<dyn Sink>],
+) -> Stats {
+    let capture = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut s = pipeline.clone();
+    s.captured = capture.captured;
+    s.capture_errors = capture.capture_errors;
+    s.frame_errors += capture.frame_errors;
+    s.stages[0] = capture.stages[0];
+    s.stages[1] = capture.stages[1];
+    s.dropped = slot.dropped();
+    for sink in sinks {
+        let (dropped, failed) = sink.counters();
+        s.webhook_dropped += dropped;
+        s.sink_errors += failed;
+    }
+    s
+}
+
+fn capture_loop(
+    mut source: Box<dyn Source>,
+    slot: &Slot,
+    shared: &Mutex<Stats>,
+    stop: &AtomicBool,
+    reopen: Duration,
+) {
+    let live = source.is_live();
+    let mut delay = reopen;
+    let mut last_error_logged: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) && !slot.is_closed() {
+        let mut frame = slot.spare();
+        match source.next(&mut frame) {
+            Ok(Next::Frame) => {
+                delay = reopen;
+                {
+                    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    s.captured += 1;
+                    s.stage("capture", frame.capture);
+                    s.stage("convert", frame.convert);
+                }
+                if live {
+                    slot.put_latest(frame)
+                } else {
+                    slot.put_waiting(frame)
+                }
+            }
+            Ok(Next::Idle) => slot.recycle(frame),
+            Ok(Next::End) => break,
+            Err(e) if e.downcast_ref::<FrameError>().is_some() => {
+                slot.recycle(frame);
+                shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .frame_errors += 1;
+                if last_error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                    log::warn!("skipping a frame: {e:#}");
+                    last_error_logged = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                slot.recycle(frame);
+                shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .capture_errors += 1;
+                if !live {
+                    log::warn!("{}: {e:#}", source.name());
+                    continue;
+                }
+                log::warn!(
+                    "{}: {e:#}; reopening in {}s",
+                    source.name(),
+                    delay.as_secs()
+                );
+                source.reset();
+                sleep_unless(stop, delay);
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+    slot.close();
+}
+
+/// Sleeps up to `total`, waking early when `stop` is set.
+fn sleep_unless(stop: &AtomicBool, total: Duration) {
+    let until = Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        std::thread::sleep(
+            Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+        );
+    }
+}
