@@ -402,3 +402,23 @@ fn bad_sources_and_sinks_are_clear_startup_errors() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("run.max_fps"), "{}", out.stderr);
 }
+
+#[test]
+fn systemd_unit_is_type_notify_and_its_restart_rules_match_the_exit_codes() {
+    use outpost::exit::Exit;
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/outpost.service")).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key}= missing from outpost.service"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(value("Type"), "notify");
+    assert!(value("ExecStart").ends_with(" run"));
+    assert_eq!(value("Restart"), "on-failure");
+    let no_restart: Vec<u8> = value("RestartPreventExitStatus").split_whitespace().map(|c| c.parse().unwrap()).collect();
+    // Restarting cannot fix a usage or configuration error or a missing feature; it can fix the rest.
+    assert_eq!(no_restart, [Exit::Usage.code(), Exit::Config.code(), Exit::Unavailable.code()]);
+    assert!(value("WatchdogSec").ends_with('s'));
+}

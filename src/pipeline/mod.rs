@@ -271,3 +271,65 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::image::RgbImage;
+
+    /// A camera that delivers frames, then vanishes for `outage` reads (as an unplugged USB
+    /// camera does), then works again once reopened.
+    struct FlakyCamera {
+        reads: u32,
+        outage: std::ops::Range<u32>,
+        resets: Arc<Mutex<u32>>,
+    }
+
+    impl Source for FlakyCamera {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn is_live(&self) -> bool {
+            true
+        }
+        fn next(&mut self, frame: &mut Frame) -> anyhow::Result<Next> {
+            self.reads += 1;
+            if self.outage.contains(&self.reads) {
+                anyhow::bail!("/dev/video0: No such device");
+            }
+            frame.image = RgbImage::new(2, 2, vec![0; 12]);
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(Next::Frame)
+        }
+        fn reset(&mut self) {
+            *self.resets.lock().unwrap() += 1;
+        }
+    }
+
+    #[test]
+    fn a_vanished_camera_is_reopened_and_capture_goes_on() {
+        let resets = Arc::new(Mutex::new(0));
+        let camera = FlakyCamera { reads: 0, outage: 4..7, resets: resets.clone() };
+        let slot = Arc::new(Slot::default());
+        let shared = Arc::new(Mutex::new(Stats::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let capture = {
+            let (slot, shared, stop) = (slot.clone(), shared.clone(), stop.clone());
+            std::thread::spawn(move || capture_loop(Box::new(camera), &slot, &shared, &stop, Duration::from_millis(5)))
+        };
+        // Frames keep coming after the outage.
+        let until = Instant::now() + Duration::from_secs(10);
+        while shared.lock().unwrap().captured < 20 && Instant::now() < until {
+            if let Taken::Frame(f) = slot.take(Duration::from_millis(10)) {
+                slot.recycle(f);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        capture.join().unwrap();
+        let s = shared.lock().unwrap().clone();
+        assert!(s.captured >= 20, "capture stopped after the outage: {s:?}");
+        assert_eq!(s.capture_errors, 3);
+        assert_eq!(*resets.lock().unwrap(), 3, "the device is reopened after each failure");
+        assert!(slot.is_closed());
+    }
+}
