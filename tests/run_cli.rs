@@ -236,13 +236,24 @@ fn a_slow_webhook_drops_frames_instead_of_slowing_inference() {
     let source = format!("dir:{}", dir.display());
     // Small input: many frames per second, so a receiver taking 300 ms per request falls behind.
     let base = ["run.loop=true", "run.frames=40", "run.input=128x128"];
+    // Throughput = capture timestamps of the first and last JSON line (startup and the final
+    // flush excluded).
     let timed = |extra: &[&str]| {
         let settings: Vec<&str> = base.iter().chain(extra).copied().collect();
-        let started = Instant::now();
         let out = run(&mut outpost_run(&s, &source, &settings));
         assert_eq!(out.code, 0, "{}", out.stderr);
-        assert_eq!(out.stdout.lines().count(), 40);
-        (started.elapsed(), out)
+        let stamps: Vec<f64> = out
+            .stdout
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let t = v["timestamp"].as_str().unwrap();
+                let secs = |r: std::ops::Range<usize>| t[r].parse::<f64>().unwrap();
+                secs(11..13) * 3600.0 + secs(14..16) * 60.0 + secs(17..23)
+            })
+            .collect();
+        assert_eq!(stamps.len(), 40);
+        (Duration::from_secs_f64((stamps[39] - stamps[0]).rem_euclid(86_400.0)), out)
     };
     let (plain, _) = timed(&[]);
     let (url, received) = slow_receiver(Duration::from_millis(300));
@@ -251,8 +262,9 @@ fn a_slow_webhook_drops_frames_instead_of_slowing_inference() {
     let dropped = summary_value(&out.stderr, "webhook_dropped");
     assert!(dropped > 0, "{}", out.stderr);
     assert!(received.load(Ordering::Relaxed) >= 1);
-    // 40 requests at 300 ms would take 12 s; the run must stay near the plain run's time.
-    let limit = plain.mul_f64(1.5) + Duration::from_secs(2);
+    // 40 requests at 300 ms would take 12 s; the frames must flow as fast as without the hook
+    // (the margin is for a loaded 2-core CI machine).
+    let limit = plain.mul_f64(1.3) + Duration::from_millis(150);
     assert!(hooked < limit, "with webhook {hooked:?}, without {plain:?}");
     assert!(
         !out.stderr.contains("hunter2-secret"),

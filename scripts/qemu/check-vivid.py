@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Reads a vivid guest's serial console log and checks each pixel format's `outpost run`:
-exit 0, >= 20 frames captured and converted, >= 3 through the model, frames dropped (counted)
-while inference ran, and well-formed Roboflow-shaped JSON lines for 640x480 frames.
+"""Reads a vivid guest's serial console log and checks that `outpost doctor` describes the vivid
+camera, and, for each pixel format's `outpost run`: exit 0, >= 20 frames captured and converted,
+>= 3 through the model, frames dropped (counted) while inference ran, and well-formed
+Roboflow-shaped JSON lines for 640x480 frames.
 
     check-vivid.py CONSOLE_LOG FORMAT...
 """
@@ -78,6 +79,12 @@ def main():
     lines = open(path, errors="replace").read().splitlines()
     runs = sections(lines)
     failed = False
+    doctor = [l for l in lines if l.startswith(MARK + "doctor")]
+    if not doctor or "/dev/video0: vivid" not in doctor[0] or "YUYV" not in doctor[0]:
+        print(f"check-vivid: `outpost doctor` did not describe the vivid camera: {doctor}", file=sys.stderr)
+        failed = True
+    else:
+        print("check-vivid: " + doctor[0][len(MARK):])
     for fmt in formats:
         if fmt not in runs:
             print(f"check-vivid: {fmt}: the guest never ran it", file=sys.stderr)

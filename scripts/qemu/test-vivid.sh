@@ -73,6 +73,7 @@ for m in \$(cat /modules.order); do
 done
 i=0; while [ ! -e /dev/video0 ] && [ \$i -lt 100 ]; do sleep 0.1; i=\$((i+1)); done
 echo "OUTPOST-VIVID: kernel \$(uname -r) \$(uname -m), \$(ls /dev/video* 2>&1)"
+echo "OUTPOST-VIVID: doctor \$(/outpost --board $board doctor 2>&1 | grep camera)"
 for fmt in $formats; do
   echo "OUTPOST-VIVID: begin \$fmt"
   /outpost --board $board --cache-dir /var/cache/outpost --set log.level=info \\

@@ -133,6 +133,17 @@ fn open_v4l2(path: PathBuf, config: &Config) -> anyhow::Result<Box<dyn Source>> 
     Ok(Box::new(v4l2::V4l2Source::open(path, &config.camera)?))
 }
 
+/// A camera's name and offered pixel formats (FourCC), when this build has V4L2.
+#[cfg(all(feature = "v4l2", target_os = "linux"))]
+pub fn describe_camera(path: &std::path::Path) -> anyhow::Result<(String, Vec<String>)> {
+    v4l2::describe(path)
+}
+
+#[cfg(not(all(feature = "v4l2", target_os = "linux")))]
+pub fn describe_camera(_path: &std::path::Path) -> anyhow::Result<(String, Vec<String>)> {
+    anyhow::bail!("V4L2 capture is not in this build")
+}
+
 #[cfg(not(all(feature = "v4l2", target_os = "linux")))]
 fn open_v4l2(path: PathBuf, _config: &Config) -> anyhow::Result<Box<dyn Source>> {
     Err(crate::exit::Failure::new(

@@ -158,6 +158,14 @@ impl V4l2Source {
     }
 }
 
+/// What a device is and which pixel formats it offers (for `outpost doctor`).
+pub fn describe(path: &std::path::Path) -> anyhow::Result<(String, Vec<String>)> {
+    let device = Device::with_path(path).map_err(|e| anyhow::anyhow!("cannot open: {e}"))?;
+    let caps = device.query_caps().map_err(|e| anyhow::anyhow!("not a V4L2 device: {e}"))?;
+    let formats = device.enum_formats().map_err(|e| anyhow::anyhow!("cannot list formats: {e}"))?;
+    Ok((format!("{} ({})", caps.card, caps.driver), formats.iter().map(|f| f.fourcc.to_string().trim().to_string()).collect()))
+}
+
 fn min_stride(format: PixelFormat, width: u32) -> u32 {
     match format {
         PixelFormat::Yuyv => width * 2,

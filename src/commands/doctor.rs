@@ -95,9 +95,19 @@ fn check_camera(report: &mut Report, loaded: &Loaded) {
     let cam = &loaded.config.camera;
     let wanted = format!("{} {}x{} @ {} fps", cam.format, cam.width, cam.height, cam.fps);
     match std::fs::metadata(&cam.device) {
-        Ok(m) if m.file_type().is_char_device() => {
-            report.line(Status::Ok, "camera", format!("{} present (will ask for {wanted})", cam.device))
-        }
+        Ok(m) if m.file_type().is_char_device() => match crate::capture::describe_camera(Path::new(&cam.device)) {
+            Ok((name, formats)) => {
+                let offered = formats.join(" ");
+                let fourcc = match cam.format {
+                    crate::config::PixelFormat::Rgb24 => "RGB3".to_string(),
+                    crate::config::PixelFormat::Mjpeg => "MJPG".to_string(),
+                    other => other.to_string(),
+                };
+                let status = if formats.contains(&fourcc) { Status::Ok } else { Status::Warn };
+                report.line(status, "camera", format!("{}: {name}, offers {offered} (will ask for {wanted})", cam.device))
+            }
+            Err(e) => report.line(Status::Warn, "camera", format!("{}: {e:#} (wanted {wanted})", cam.device)),
+        },
         Ok(_) => report.line(Status::Warn, "camera", format!("{} exists but is not a device", cam.device)),
         Err(e) => report.line(
             Status::Warn,

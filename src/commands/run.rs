@@ -17,8 +17,6 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
     let config = &loaded.config;
     let mut notifier = Notifier::from_env();
-    let stop = Arc::new(AtomicBool::new(false));
-    install_signal_handlers(&stop)?;
 
     // 1. Provisioning: the cache must hold the manifest's models before anything else runs.
     let opts = super::provision::options(config, &args.provision);
@@ -40,10 +38,6 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
             summary.models
         );
     }
-    if stop.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-
     // 2. The model.
     let model = choose_model(&cache, &config.run.model)?;
     notifier.status(&format!("loading model {model}"));
@@ -71,8 +65,12 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
     let source = crate::capture::open(config)?;
     log::info!("source {}", source.name());
 
-    // 4. Frames until stopped. A stop that outlasts the timeout (a frame stuck in a slow model)
+    // 4. Frames until stopped. Until here a signal ends the process at once (the cache is written
+    // crash-safe, nothing else is open); from here it lets the current frame finish and the
+    // sinks flush. A stop that outlasts the timeout (a frame stuck in a slow model)
     // ends the process anyway, after any JSON line being written is complete.
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&stop)?;
     spawn_stop_guard(
         stop.clone(),
         config.run.stop_timeout + Duration::from_secs(1),
