@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boots a real Linux kernel under QEMU (software emulation) with the `vivid` virtual camera
-# driver and runs `outpost run` on /dev/video0 in the guest: format negotiation, mmap capture,
-# pixel conversion, the latest-frame pipeline and a real model, once per pixel format.
+# driver and runs `outpost run` on /dev/video0 in the guest, once per pixel format (YUYV, NV12,
+# RGB24): format negotiation, mmap capture, pixel conversion, the latest-frame pipeline and a
+# real model.
 #
 #   scripts/qemu/test-vivid.sh x86_64|aarch64
 #
@@ -22,7 +23,7 @@ tools=$(bash "$here/scripts/qemu/fetch-tools.sh" amd64 "$deb_arch" | tail -1)
 guest_root="$tools/$deb_arch/root"
 host_bb="$tools/amd64/root/bin/busybox"
 kver=$(ls "$guest_root/lib/modules")
-formats=${OUTPOST_VIVID_FORMATS:-YUYV NV12}
+formats=${OUTPOST_VIVID_FORMATS:-YUYV NV12 RGB24}
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/outpost-vivid-$arch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
