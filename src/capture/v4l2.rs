@@ -163,11 +163,12 @@ pub fn describe(path: &std::path::Path) -> anyhow::Result<(String, Vec<String>)>
     let device = Device::with_path(path).map_err(|e| anyhow::anyhow!("cannot open: {e}"))?;
     let caps = device.query_caps().map_err(|e| anyhow::anyhow!("not a V4L2 device: {e}"))?;
     let formats = device.enum_formats().map_err(|e| anyhow::anyhow!("cannot list formats: {e}"))?;
-    Ok((format!("{} ({})", caps.card, caps.driver), formats
-            .iter()
-            .map(|f| f.fourcc.to_string().chars().filter(char::is_ascii_graphic).collect::<String>())
-            .filter(|name| !name.is_empty())
-            .collect()))
+    let names = formats
+        .iter()
+        .map(|f| f.fourcc.to_string().chars().filter(char::is_ascii_graphic).collect::<String>())
+        .filter(|name| !name.is_empty())
+        .collect();
+    Ok((format!("{} ({})", caps.card, caps.driver), names))
 }
 
 fn min_stride(format: PixelFormat, width: u32) -> u32 {
