@@ -2,7 +2,9 @@
 """Reads a vivid guest's serial console log and checks that `outpost doctor` describes the vivid
 camera, and, for each pixel format's `outpost run`: exit 0, >= 20 frames captured and converted,
 >= 3 through the model, frames dropped (counted) while inference ran, and well-formed
-Roboflow-shaped JSON lines for 640x480 frames.
+Roboflow-shaped JSON lines for 640x480 frames. UNPLUG is a YUYV run during which the camera is
+unplugged (vivid's Disconnect control): outpost must log it, reopen the device and finish its 6
+frames.
 
     check-vivid.py CONSOLE_LOG FORMAT...
 """
@@ -33,13 +35,21 @@ def sections(lines):
     return out
 
 
-def check(fmt, run):
+def check(fmt, run, lines):
     problems = []
     err = "\n".join(run["stderr"])
+    negotiated = "YUYV" if fmt == "UNPLUG" else fmt
     if run["exit"] != 0:
         problems.append(f"exit code {run['exit']}")
-    if not re.search(rf"camera /dev/video0: .*{fmt} 640x480", err):
-        problems.append(f"no negotiation line for {fmt} 640x480")
+    if not re.search(rf"camera /dev/video0: .*{negotiated} 640x480", err):
+        problems.append(f"no negotiation line for {negotiated} 640x480")
+    if fmt == "UNPLUG":
+        if MARK + "unplug vivid-disconnect: /dev/video0 unplugged" not in lines:
+            problems.append("the camera was not unplugged")
+        if not re.search(r"/dev/video0: .*; reopening in \d+s", err):
+            problems.append("no reopening line after the unplug")
+        if "camera /dev/video0 is back" not in err:
+            problems.append("the camera was not reopened")
     summary = [l for l in run["stderr"] if "summary" in l]
     counts = dict(re.findall(r"(\w+)=([\d.]+)", summary[-1])) if summary else {}
     if not counts:
@@ -60,8 +70,9 @@ def check(fmt, run):
             objects.append(json.loads(line))
         except ValueError as e:
             problems.append(f"not JSON ({e}): {line[:120]}")
-    if len(objects) < 3:
-        problems.append(f"{len(objects)} JSON lines, expected >= 3")
+    wanted = 6 if fmt == "UNPLUG" else 3
+    if len(objects) < wanted:
+        problems.append(f"{len(objects)} JSON lines, expected >= {wanted}")
     for o in objects:
         if o.get("image") != {"width": 640, "height": 480} or not isinstance(o.get("predictions"), list):
             problems.append(f"unexpected object: {str(o)[:160]}")
@@ -70,7 +81,7 @@ def check(fmt, run):
     ids = [o.get("frame_id") for o in objects]
     if ids != sorted(ids):
         problems.append(f"frame ids out of order: {ids}")
-    print(f"check-vivid: {fmt}: " + (", ".join(f"{k}={counts[k]}" for k in ("frames_captured", "frames_processed", "frames_dropped", "infer_ms", "convert_ms") if k in counts) or "no counts") + f", {len(objects)} JSON lines, frame ids {ids}")
+    print(f"check-vivid: {fmt}: " + (", ".join(f"{k}={counts[k]}" for k in ("frames_captured", "frames_processed", "frames_dropped", "capture_errors", "infer_ms", "convert_ms") if k in counts) or "no counts") + f", {len(objects)} JSON lines, frame ids {ids}")
     return problems
 
 
@@ -90,7 +101,7 @@ def main():
             print(f"check-vivid: {fmt}: the guest never ran it", file=sys.stderr)
             failed = True
             continue
-        problems = check(fmt, runs[fmt])
+        problems = check(fmt, runs[fmt], lines)
         if problems:
             failed = True
             print(f"check-vivid: {fmt} FAILED: " + "; ".join(problems), file=sys.stderr)

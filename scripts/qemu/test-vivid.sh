@@ -45,6 +45,10 @@ family = "centerface"
 classes = ["face"]
 TOML
 
+# The unplug helper (static C: the guest has no libc).
+if [ "$arch" = aarch64 ]; then cc=aarch64-linux-gnu-gcc; else cc=gcc; fi
+"$cc" -static -O2 -o "$root/vivid-disconnect" "$here/scripts/qemu/vivid-disconnect.c"
+
 # outpost itself.
 if [ "$arch" = aarch64 ]; then
   bin=${OUTPOST_BIN:-$target_dir/aarch64-unknown-linux-musl/release/outpost}
@@ -88,6 +92,22 @@ for fmt in $formats; do
   echo "OUTPOST-VIVID: stderr \$fmt"; cat /tmp/err.log
   echo "OUTPOST-VIVID: end \$fmt"
 done
+# Unplug: the camera vanishes after two frames; outpost must log it, reopen it and go on.
+echo "OUTPOST-VIVID: begin UNPLUG"
+/outpost --board $board --cache-dir /var/cache/outpost --set log.level=info \\
+  --set camera.format=YUYV --set camera.width=640 --set camera.height=480 --set camera.fps=25 \\
+  --set camera.reopen_secs=1 --set run.model=faces --set run.input=160x160 --set run.max_fps=2 \\
+  --set run.frames=6 --set run.stats_interval_secs=0 \\
+  run --allow-volatile-cache --manifest /models.toml --source v4l2:///dev/video0 \\
+  > /tmp/out.jsonl 2> /tmp/err.log &
+pid=\$!
+i=0; while [ \$(wc -l < /tmp/out.jsonl) -lt 2 ] && [ \$i -lt 1200 ]; do sleep 0.1; i=\$((i+1)); done
+echo "OUTPOST-VIVID: unplug \$(/vivid-disconnect /dev/video0 2>&1)"
+wait \$pid
+echo "OUTPOST-VIVID: exit UNPLUG \$?"
+echo "OUTPOST-VIVID: stdout UNPLUG"; cat /tmp/out.jsonl
+echo "OUTPOST-VIVID: stderr UNPLUG"; cat /tmp/err.log
+echo "OUTPOST-VIVID: end UNPLUG"
 echo "OUTPOST-VIVID: done"
 poweroff -f
 INIT
@@ -115,4 +135,4 @@ set -e
 echo "test-vivid: guest ran $(( $(date +%s) - started ))s (qemu exit $rc)"
 tr -d '\r' < "$log" > "$log.txt"
 if [ -n "${OUTPOST_VIVID_LOG:-}" ]; then cp "$log.txt" "$OUTPOST_VIVID_LOG"; fi
-python3 "$here/scripts/qemu/check-vivid.py" "$log.txt" $formats
+python3 "$here/scripts/qemu/check-vivid.py" "$log.txt" $formats UNPLUG
