@@ -2,10 +2,11 @@
 # Installs the Debian/Ubuntu packages outpost's build and tests need, if any is missing:
 # cross toolchain and emulator for the aarch64 build, nginx + openssl + faketime for the TLS
 # provisioning tests, curl/bc/time for the benchmark scripts, libclang + kernel headers (host and
-# arm64) for the bindgen run of the v4l crate. Idempotent; uses sudo when not root.
+# arm64) for the bindgen run of the v4l crate and the static vivid test helper. Idempotent; uses
+# sudo when not root.
 set -euo pipefail
 packages=(gcc-aarch64-linux-gnu qemu-user-static file nginx-light openssl faketime curl bc time
-          libclang-dev linux-libc-dev linux-libc-dev-arm64-cross)
+          libclang-dev linux-libc-dev linux-libc-dev-arm64-cross libc6-dev-arm64-cross)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -23,19 +23,23 @@ private_apt() {
 fetch_host_qemu() {
   [ -x "$tools/host/usr/bin/qemu-system-aarch64" ] && [ -x "$tools/host/usr/bin/qemu-system-x86_64" ] && return
   log "fetching qemu-system-x86, qemu-system-arm and their libraries"
-  local debs; debs=$(mktemp -d)
+  # A private apt state: works whatever the machine's package lists hold, and needs no root.
+  local state; state=$(mktemp -d)
+  mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/debs"
+  private_apt apt-get amd64 "$state" update -qq 2>&1 | grep -v unsandboxed >&2 || true
   local roots=(qemu-system-x86 qemu-system-arm qemu-system-common qemu-system-data seabios)
   # Every package the roots pull in, minus those installed already (their files are on the host).
   local wanted=()
-  for pkg in $(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+  for pkg in $(private_apt apt-cache amd64 "$state" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
                  --no-replaces --no-enhances "${roots[@]}" | grep -v '^ ' | grep -v '^<' | sort -u); do
     case "$pkg" in *:i386) continue ;; esac
     if [[ " ${roots[*]} " == *" $pkg "* ]] || ! dpkg -s "$pkg" >/dev/null 2>&1; then wanted+=("$pkg"); fi
   done
-  (cd "$debs" && apt-get download "${wanted[@]}" 2>&1 | grep -v 'unsandboxed' >&2 || true)
+  (cd "$state/debs" && private_apt apt-get amd64 "$state" download "${wanted[@]}" 2>&1 | grep -v 'unsandboxed' >&2 || true)
   mkdir -p "$tools/host"
-  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$tools/host"; done
-  rm -rf "$debs"
+  for deb in "$state"/debs/*.deb; do dpkg-deb -x "$deb" "$tools/host"; done
+  rm -rf "$state"
+  [ -x "$tools/host/usr/bin/qemu-system-aarch64" ] || { log "qemu-system-aarch64 missing after the fetch"; exit 1; }
 }
 
 fetch_guest() {
