@@ -38,6 +38,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
             summary.models
         );
     }
+
     // 2. The model.
     let model = choose_model(&cache, &config.run.model)?;
     notifier.status(&format!("loading model {model}"));
