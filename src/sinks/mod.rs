@@ -66,25 +66,16 @@ pub fn json_line(
         .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialize: {e}\"}}"))
 }
 
-/// `2026-11-26T13:45:17.123Z` (civil-from-days, Howard Hinnant's algorithm; no date crate).
+/// `2026-11-26T13:45:17.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = d.as_secs();
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "{}T{:02}:{:02}:{:02}.{:03}Z",
+        crate::build_info::utc_date(secs),
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
         d.subsec_millis()
     )
 }
