@@ -298,6 +298,19 @@ mod tests {
     }
 
     #[test]
+    fn numbers_and_booleans_from_files_and_flags() {
+        let layer = parse("[run]\nconfidence = 0.55\nmax_fps = 2\nloop = true\n").unwrap();
+        assert_eq!(layer.value("run.confidence"), Some(&Value::Float(0.55)));
+        assert_eq!(layer.value("run.max_fps"), Some(&Value::Float(2.0)), "an integer is a number too");
+        assert_eq!(layer.value("run.loop"), Some(&Value::Bool(true)));
+        assert!(parse("[run]\nloop = \"yes\"\n").is_err(), "a string is not a boolean in a file");
+        assert_eq!(Value::parse(Kind::Bool, "off"), Ok(Value::Bool(false)));
+        assert_eq!(Value::parse(Kind::Float, " 0.25 "), Ok(Value::Float(0.25)));
+        assert!(Value::parse(Kind::Float, "NaN").is_err());
+        assert!(Value::parse(Kind::Bool, "maybe").unwrap_err().contains("true or false"));
+    }
+
+    #[test]
     fn nested_tables_and_dotted_keys_flatten_the_same() {
         let a = parse("[camera]\nfps = 15\n").unwrap();
         let b = parse("camera.fps = 15\n").unwrap();
