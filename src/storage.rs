@@ -37,6 +37,13 @@ pub fn volatility(path: &Path) -> std::io::Result<(Volatility, PathBuf)> {
     Ok((kind, probe))
 }
 
+/// Whether files can be created in `dir` (an existing directory), by creating and removing one.
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".outpost-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

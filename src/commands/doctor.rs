@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::cli::Global;
 use crate::config::Loaded;
 use crate::exit::{Exit, Failure};
-use crate::storage::{volatility, Volatility};
+use crate::storage::{check_writable, volatility, Volatility};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -68,7 +68,7 @@ fn check_cache(report: &mut Report, loaded: &Loaded) {
                 probed.display()
             ),
         ),
-        Ok((Volatility::Persistent, _)) if dir.is_dir() => match writable(dir) {
+        Ok((Volatility::Persistent, _)) if dir.is_dir() => match check_writable(dir) {
             Ok(()) => report.line(Status::Ok, "cache", format!("{} is writable, persistent storage", dir.display())),
             Err(e) => report.line(Status::Fail, "cache", format!("{} is not writable: {e}", dir.display())),
         },
@@ -83,12 +83,6 @@ fn check_cache(report: &mut Report, loaded: &Loaded) {
         ),
         Err(e) => report.line(Status::Fail, "cache", format!("cannot examine {}: {e}", dir.display())),
     }
-}
-
-fn writable(dir: &Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(".outpost-doctor-{}", std::process::id()));
-    std::fs::write(&probe, b"")?;
-    std::fs::remove_file(&probe)
 }
 
 fn check_camera(report: &mut Report, loaded: &Loaded) {

@@ -148,15 +148,12 @@ impl Annotate {
                 cfg.dir.display()
             )
         })?;
-        let probe = cfg.dir.join(".outpost-write-test");
-        std::fs::write(&probe, b"")
-            .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "sinks.annotate.dir: {} is not writable: {e}",
-                    cfg.dir.display()
-                )
-            })?;
+        crate::storage::check_writable(&cfg.dir).map_err(|e| {
+            anyhow::anyhow!(
+                "sinks.annotate.dir: {} is not writable: {e}",
+                cfg.dir.display()
+            )
+        })?;
         // Snapshots of earlier runs count towards `keep`, oldest first.
         let mut existing: Vec<PathBuf> = std::fs::read_dir(&cfg.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
