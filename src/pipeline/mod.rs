@@ -15,7 +15,7 @@ use crate::detector::Detector;
 use crate::notify::Notifier;
 use crate::sinks::{self, Output, Sink};
 use slot::{Slot, Taken};
-use stats::Stats;
+use stats::{Stage, Stats};
 
 pub struct Options {
     /// 0 = unlimited.
@@ -72,7 +72,7 @@ pub fn run(
                 continue;
             }
         }
-        let mut frame = match slot.take(wait) {
+        let frame = match slot.take(wait) {
             Taken::Frame(frame) => frame,
             Taken::Empty => continue,
             Taken::Closed => break,
@@ -90,7 +90,7 @@ pub fn run(
             let period = Duration::from_secs_f64(1.0 / opts.max_fps);
             next_due = Some(Instant::now() + period);
         }
-        process(&mut frame, detector, sinks, &source_name, &mut processed);
+        process(&frame, detector, sinks, &source_name, &mut processed);
         slot.recycle(frame);
 
         if !opts.stats_interval.is_zero() && last_report.0.elapsed() >= opts.stats_interval {
@@ -138,7 +138,7 @@ pub fn run(
 
 /// One frame through the model and the sinks; failures are counted, never fatal.
 fn process(
-    frame: &mut Frame,
+    frame: &Frame,
     detector: &mut Detector,
     sinks: &mut [Box<dyn Sink>],
     source: &str,
@@ -152,15 +152,13 @@ fn process(
             return;
         }
     };
-    stats.stage("preprocess", detector.last.preprocess);
-    stats.stage("infer", detector.last.infer);
-    stats.stage("postprocess", detector.last.postprocess);
+    stats.stage(Stage::Preprocess, detector.last.preprocess);
+    stats.stage(Stage::Infer, detector.last.infer);
+    stats.stage(Stage::Postprocess, detector.last.postprocess);
     let sinking = Instant::now();
     let json = sinks::json_line(&response, frame.seq, frame.captured_at, source);
     let out = Output {
         frame_id: frame.seq,
-        captured_at: frame.captured_at,
-        source,
         response: &response,
         json: &json,
         image: &frame.image,
@@ -171,7 +169,7 @@ fn process(
             log::warn!("sink {}: frame {}: {e:#}", sink.name(), frame.seq);
         }
     }
-    stats.stage("sinks", sinking.elapsed());
+    stats.stage(Stage::Sinks, sinking.elapsed());
     stats.processed += 1;
 }
 
@@ -187,8 +185,9 @@ fn snapshot(
     s.captured = capture.captured;
     s.capture_errors = capture.capture_errors;
     s.frame_errors += capture.frame_errors;
-    s.stages[0] = capture.stages[0];
-    s.stages[1] = capture.stages[1];
+    for stage in [Stage::Capture, Stage::Convert] {
+        s.stages[stage as usize] = capture.stages[stage as usize];
+    }
     s.dropped = slot.dropped();
     for sink in sinks {
         let (dropped, failed) = sink.counters();
@@ -216,8 +215,8 @@ fn capture_loop(
                 {
                     let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
                     s.captured += 1;
-                    s.stage("capture", frame.capture);
-                    s.stage("convert", frame.convert);
+                    s.stage(Stage::Capture, frame.capture);
+                    s.stage(Stage::Convert, frame.convert);
                 }
                 if live {
                     slot.put_latest(frame)

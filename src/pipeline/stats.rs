@@ -3,14 +3,19 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-pub const STAGES: [&str; 6] = [
-    "capture",
-    "convert",
-    "preprocess",
-    "infer",
-    "postprocess",
-    "sinks",
-];
+/// The timed stages of a frame, in order; the index into [`Stats::stages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Capture,
+    Convert,
+    Preprocess,
+    Infer,
+    Postprocess,
+    Sinks,
+}
+
+/// Stage names as the stats line prints them, in [`Stage`] order.
+const STAGE_NAMES: [&str; 6] = ["capture", "convert", "preprocess", "infer", "postprocess", "sinks"];
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timing {
@@ -56,10 +61,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn stage(&mut self, name: &str, d: Duration) {
-        if let Some(i) = STAGES.iter().position(|s| *s == name) {
-            self.stages[i].add(d);
-        }
+    pub fn stage(&mut self, stage: Stage, d: Duration) {
+        self.stages[stage as usize].add(d);
     }
 
     /// One log line: `key=value` pairs, so scripts (and the QEMU tests) can read it.
@@ -76,7 +79,7 @@ impl Stats {
             self.sink_errors,
             self.webhook_dropped,
         );
-        for (name, t) in STAGES.iter().zip(&self.stages) {
+        for (name, t) in STAGE_NAMES.iter().zip(&self.stages) {
             let _ = write!(
                 out,
                 " {name}_ms={:.1}/{:.1}",
@@ -117,8 +120,8 @@ mod tests {
             dropped: 6,
             ..Stats::default()
         };
-        s.stage("infer", Duration::from_millis(10));
-        s.stage("infer", Duration::from_millis(30));
+        s.stage(Stage::Infer, Duration::from_millis(10));
+        s.stage(Stage::Infer, Duration::from_millis(30));
         let line = s.line(Duration::from_secs(2));
         assert!(
             line.starts_with("frames_captured=10 frames_processed=4 frames_dropped=6 fps=2.00"),

@@ -20,8 +20,6 @@ pub use webhook::Webhook;
 /// One processed frame, as every sink sees it.
 pub struct Output<'a> {
     pub frame_id: u64,
-    pub captured_at: SystemTime,
-    pub source: &'a str,
     pub response: &'a Response,
     /// The JSON line (no newline), serialized once for all sinks.
     pub json: &'a str,
