@@ -79,35 +79,37 @@ done
 i=0; while [ ! -e /dev/video0 ] && [ \$i -lt 100 ]; do sleep 0.1; i=\$((i+1)); done
 echo "OUTPOST-VIVID: kernel \$(uname -r) \$(uname -m), \$(ls /dev/video* 2>&1)"
 echo "OUTPOST-VIVID: doctor \$(/outpost --board $board doctor 2>&1 | grep camera)"
-for fmt in $formats; do
-  echo "OUTPOST-VIVID: begin \$fmt"
+# outpost_run FORMAT FRAMES [--set ...]: outpost run on the camera, output to /tmp.
+outpost_run() {
+  fmt=\$1; frames=\$2; shift 2
   /outpost --board $board --cache-dir /var/cache/outpost --set log.level=info \\
     --set camera.format=\$fmt --set camera.width=640 --set camera.height=480 --set camera.fps=25 \\
-    --set run.model=faces --set run.input=160x160 --set run.max_fps=2 --set run.frames=3 \\
-    --set run.stats_interval_secs=0 \\
+    --set run.model=faces --set run.input=160x160 --set run.max_fps=2 --set run.frames=\$frames \\
+    --set run.stats_interval_secs=0 "\$@" \\
     run --allow-volatile-cache --manifest /models.toml --source v4l2:///dev/video0 \\
     > /tmp/out.jsonl 2> /tmp/err.log
-  echo "OUTPOST-VIVID: exit \$fmt \$?"
-  echo "OUTPOST-VIVID: stdout \$fmt"; cat /tmp/out.jsonl
-  echo "OUTPOST-VIVID: stderr \$fmt"; cat /tmp/err.log
-  echo "OUTPOST-VIVID: end \$fmt"
+}
+# report NAME EXIT: one section of the console log for check-vivid.py.
+report() {
+  echo "OUTPOST-VIVID: exit \$1 \$2"
+  echo "OUTPOST-VIVID: stdout \$1"; cat /tmp/out.jsonl
+  echo "OUTPOST-VIVID: stderr \$1"; cat /tmp/err.log
+  echo "OUTPOST-VIVID: end \$1"
+}
+for fmt in $formats; do
+  echo "OUTPOST-VIVID: begin \$fmt"
+  outpost_run \$fmt 3
+  report \$fmt \$?
 done
 # Unplug: the camera vanishes after two frames; outpost must log it, reopen it and go on.
 echo "OUTPOST-VIVID: begin UNPLUG"
-/outpost --board $board --cache-dir /var/cache/outpost --set log.level=info \\
-  --set camera.format=YUYV --set camera.width=640 --set camera.height=480 --set camera.fps=25 \\
-  --set camera.reopen_secs=1 --set run.model=faces --set run.input=160x160 --set run.max_fps=2 \\
-  --set run.frames=6 --set run.stats_interval_secs=0 \\
-  run --allow-volatile-cache --manifest /models.toml --source v4l2:///dev/video0 \\
-  > /tmp/out.jsonl 2> /tmp/err.log &
+: > /tmp/out.jsonl  # empty before the wait below counts its lines (the last run's are there)
+outpost_run YUYV 6 --set camera.reopen_secs=1 &
 pid=\$!
 i=0; while [ \$(wc -l < /tmp/out.jsonl) -lt 2 ] && [ \$i -lt 1200 ]; do sleep 0.1; i=\$((i+1)); done
 echo "OUTPOST-VIVID: unplug \$(/vivid-disconnect /dev/video0 2>&1)"
 wait \$pid
-echo "OUTPOST-VIVID: exit UNPLUG \$?"
-echo "OUTPOST-VIVID: stdout UNPLUG"; cat /tmp/out.jsonl
-echo "OUTPOST-VIVID: stderr UNPLUG"; cat /tmp/err.log
-echo "OUTPOST-VIVID: end UNPLUG"
+report UNPLUG \$?
 echo "OUTPOST-VIVID: done"
 poweroff -f
 INIT
