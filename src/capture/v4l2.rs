@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use v4l::buffer::Type;
-use v4l::capability::Flags;
+use v4l::capability::{Capabilities, Flags};
 use v4l::format::FourCC;
 use v4l::io::mmap::Stream;
 use v4l::io::traits::CaptureStream;
@@ -64,11 +64,7 @@ impl V4l2Source {
 
     fn negotiate(&self) -> anyhow::Result<Open> {
         let path = self.path.display();
-        let device = Device::with_path(&self.path)
-            .map_err(|e| anyhow::anyhow!("{path}: cannot open: {e}"))?;
-        let caps = device
-            .query_caps()
-            .map_err(|e| anyhow::anyhow!("{path}: not a V4L2 device: {e}"))?;
+        let (device, caps, offered) = probe(&self.path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
         if !caps.capabilities.contains(Flags::VIDEO_CAPTURE)
             || !caps.capabilities.contains(Flags::STREAMING)
         {
@@ -78,12 +74,6 @@ impl V4l2Source {
                 caps.driver
             );
         }
-        let offered: Vec<FourCC> = device
-            .enum_formats()
-            .map_err(|e| anyhow::anyhow!("{path}: cannot list formats: {e}"))?
-            .into_iter()
-            .map(|d| d.fourcc)
-            .collect();
         let choice = std::iter::once(self.want.format)
             .chain(CONVERTIBLE)
             .find(|f| offered.contains(&fourcc(*f)))
@@ -158,14 +148,20 @@ impl V4l2Source {
     }
 }
 
-/// What a device is and which pixel formats it offers (for `outpost doctor`).
-pub fn describe(path: &std::path::Path) -> anyhow::Result<(String, Vec<String>)> {
+/// Opens a device and asks what it is and which pixel formats it offers.
+fn probe(path: &std::path::Path) -> anyhow::Result<(Device, Capabilities, Vec<FourCC>)> {
     let device = Device::with_path(path).map_err(|e| anyhow::anyhow!("cannot open: {e}"))?;
     let caps = device.query_caps().map_err(|e| anyhow::anyhow!("not a V4L2 device: {e}"))?;
     let formats = device.enum_formats().map_err(|e| anyhow::anyhow!("cannot list formats: {e}"))?;
-    let names = formats
+    Ok((device, caps, formats.into_iter().map(|d| d.fourcc).collect()))
+}
+
+/// What a device is and which pixel formats it offers (for `outpost doctor`).
+pub fn describe(path: &std::path::Path) -> anyhow::Result<(String, Vec<String>)> {
+    let (_, caps, offered) = probe(path)?;
+    let names = offered
         .iter()
-        .map(|f| f.fourcc.to_string().chars().filter(char::is_ascii_graphic).collect::<String>())
+        .map(|f| f.to_string().chars().filter(char::is_ascii_graphic).collect::<String>())
         .filter(|name| !name.is_empty())
         .collect();
     Ok((format!("{} ({})", caps.card, caps.driver), names))
@@ -180,12 +176,7 @@ fn min_stride(format: PixelFormat, width: u32) -> u32 {
 }
 
 fn fourcc(format: PixelFormat) -> FourCC {
-    FourCC::new(match format {
-        PixelFormat::Yuyv => b"YUYV",
-        PixelFormat::Nv12 => b"NV12",
-        PixelFormat::Rgb24 => b"RGB3",
-        PixelFormat::Mjpeg => b"MJPG",
-    })
+    FourCC::new(format.fourcc())
 }
 
 impl Source for V4l2Source {

@@ -92,12 +92,8 @@ fn check_camera(report: &mut Report, loaded: &Loaded) {
         Ok(m) if m.file_type().is_char_device() => match crate::capture::describe_camera(Path::new(&cam.device)) {
             Ok((name, formats)) => {
                 let offered = formats.join(" ");
-                let fourcc = match cam.format {
-                    crate::config::PixelFormat::Rgb24 => "RGB3".to_string(),
-                    crate::config::PixelFormat::Mjpeg => "MJPG".to_string(),
-                    other => other.to_string(),
-                };
-                let status = if formats.contains(&fourcc) { Status::Ok } else { Status::Warn };
+                let offers_wanted = formats.iter().any(|f| f.as_bytes() == cam.format.fourcc());
+                let status = if offers_wanted { Status::Ok } else { Status::Warn };
                 report.line(status, "camera", format!("{}: {name}, offers {offered} (will ask for {wanted})", cam.device))
             }
             Err(e) => report.line(Status::Warn, "camera", format!("{}: {e:#} (wanted {wanted})", cam.device)),

@@ -20,6 +20,18 @@ pub enum PixelFormat {
     Mjpeg,
 }
 
+impl PixelFormat {
+    /// The V4L2 FourCC code drivers list the format under.
+    pub fn fourcc(self) -> &'static [u8; 4] {
+        match self {
+            PixelFormat::Yuyv => b"YUYV",
+            PixelFormat::Nv12 => b"NV12",
+            PixelFormat::Rgb24 => b"RGB3",
+            PixelFormat::Mjpeg => b"MJPG",
+        }
+    }
+}
+
 impl std::fmt::Display for PixelFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
