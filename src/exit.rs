@@ -54,7 +54,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
         if let Some(failure) = cause.downcast_ref::<Failure>() {
             return failure.exit;
         }
-        if cause.is::<crate::config::ConfigError>() {
+        if cause.is::<crate::config::ConfigError>() || cause.is::<crate::provision::rollback::Superseded>() {
             return Exit::Config;
         }
     }

@@ -7,6 +7,7 @@ use crate::cli::Global;
 use crate::config::Loaded;
 use crate::exit::{Exit, Failure};
 use crate::storage::{check_writable, volatility, Volatility};
+use crate::provision::cache::{Cache, ResolvedCurrent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -68,10 +69,26 @@ fn check_cache(report: &mut Report, loaded: &Loaded) {
                 probed.display()
             ),
         ),
-        Ok((Volatility::Persistent, _)) if dir.is_dir() => match check_writable(dir) {
-            Ok(()) => report.line(Status::Ok, "cache", format!("{} is writable, persistent storage", dir.display())),
-            Err(e) => report.line(Status::Fail, "cache", format!("{} is not writable: {e}", dir.display())),
-        },
+        Ok((Volatility::Persistent, _)) if dir.is_dir() => {
+            match check_writable(dir) {
+                Ok(()) => report.line(Status::Ok, "cache", format!("{} is writable, persistent storage", dir.display())),
+                Err(e) => report.line(Status::Fail, "cache", format!("{} is not writable: {e}", dir.display())),
+            }
+            match Cache::new(dir).resolve_current() {
+                Ok(ResolvedCurrent { problem: Some(problem), .. }) => report.line(
+                    Status::Fail,
+                    "cache",
+                    format!("{problem}; `outpost provision` rewrites it"),
+                ),
+                Ok(ResolvedCurrent { generation: Some(gen), .. }) => report.line(
+                    Status::Ok,
+                    "cache",
+                    format!("generation {} (manifest version {}): {} model(s)", gen.generation, gen.manifest_version, gen.models.len()),
+                ),
+                Ok(_) => report.line(Status::Warn, "cache", "no generation yet: run `outpost provision`".to_string()),
+                Err(e) => report.line(Status::Fail, "cache", format!("cannot read the current generation: {e}")),
+            }
+        }
         Ok((Volatility::Persistent, probed)) => report.line(
             Status::Warn,
             "cache",

@@ -11,12 +11,14 @@ use crate::exit::{Exit, Failure};
 use crate::notify::Notifier;
 use crate::pipeline::{self, Options};
 use crate::provision::cache::Cache;
+use crate::provision::rollback::Superseded;
 use crate::vision::detection::Thresholds;
 
 pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
     let config = &loaded.config;
     let mut notifier = Notifier::from_env();
+    crate::capture::configured(config)?;
 
     // 1. Provisioning: the cache must hold the manifest's models before anything else runs.
     let opts = super::provision::options(config, &args.provision);
@@ -31,12 +33,14 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
             "provisioning models from {}",
             opts.manifest.display()
         ));
-        let summary = crate::provision::provision(&opts)?;
-        log::info!(
-            "cache generation {}: {} model(s) ready",
-            summary.generation,
-            summary.models
-        );
+        match crate::provision::provision(&opts) {
+            Ok(summary) => log::info!(
+                "cache generation {}: {} model(s) ready",
+                summary.generation,
+                summary.models
+            ),
+            Err(e) => run_installed_if_superseded(&cache, e)?,
+        }
     }
 
     // 2. The model.
@@ -101,6 +105,24 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    Ok(())
+}
+
+/// A seed manifest that a bundle import or a newer manifest has superseded must not stop the
+/// appliance: the boot path runs the installed generation and says so (`provision` still refuses).
+fn run_installed_if_superseded(cache: &Cache, err: anyhow::Error) -> anyhow::Result<()> {
+    let Some(superseded) = err.downcast_ref::<Superseded>() else {
+        return Err(err);
+    };
+    let Some(current) = cache.current()? else {
+        return Err(err);
+    };
+    log::warn!(
+        "{}; running the installed generation {} (manifest version {}) instead",
+        superseded.problem,
+        current.generation,
+        current.manifest_version
+    );
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::cache::{Cache, Generation};
-use super::{check_rollback, commit_next, open_for_writing, sha256_hex, trusted_manifest, Options};
+use super::{commit_next, open_for_writing, sha256_hex, trusted_manifest, Options};
 use crate::exit::{Exit, Failure};
 
 const RECORD: &str = "generation.json";
@@ -122,8 +122,8 @@ pub fn import(opts: &Options, bundle: &Path) -> anyhow::Result<Imported> {
     let manifest_bytes = manifest_bytes.ok_or_else(|| missing(MANIFEST))?;
     let label = bundle.join(MANIFEST);
     let manifest = trusted_manifest(&label, &manifest_bytes, signature.as_deref(), &opts.trusted_keys)?;
-    check_rollback(&manifest, cache.current()?.as_ref(), &label, opts.allow_downgrade)?;
     let manifest_sha = sha256_hex(&manifest_bytes);
+    super::rollback::check(&cache, &manifest, &manifest_sha, cache.current()?.as_ref(), &label, opts.allow_downgrade)?;
     if record.manifest_sha256 != manifest_sha {
         bail!("bundle {}: {RECORD} was not made from the bundled manifest", bundle.display());
     }

@@ -7,6 +7,8 @@
 //! <dir>/generations/<n>.json      a complete, verified set of models (what `run` loads)
 //! <dir>/generations/<n>.manifest  the exact manifest bytes of generation n (+ .sig when signed)
 //! <dir>/current                   "n": switched atomically after every blob of n is verified
+//! <dir>/floor.json                the highest manifest version ever verified here (and its digest):
+//!                                 the rollback floor, raised before `current` moves, never lowered
 //! <dir>/.lock                     single writer (flock)
 //! ```
 //!
@@ -51,6 +53,22 @@ pub struct Generation {
     pub manifest_sha256: String,
     pub created_unix: u64,
     pub models: Vec<ModelRecord>,
+}
+
+/// The rollback floor: the highest manifest version this cache has ever verified, kept apart from
+/// the generations so that removing or rolling back a generation locally cannot lower it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Floor {
+    pub version: u64,
+    /// The manifest bytes' sha256 at that version: the same version with other bytes is refused.
+    pub manifest_sha256: String,
+}
+
+/// See [`Cache::resolve_current`].
+#[derive(Debug, Clone)]
+pub struct ResolvedCurrent {
+    pub generation: Option<Generation>,
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,20 +130,62 @@ impl Cache {
         Ok(dest)
     }
 
-    /// The generation `current` points to, if any.
+    /// The generation to run: the one `current` points to, or, when `current` is missing, empty,
+    /// unparsable or names a generation whose record is gone, the newest complete generation
+    /// (logged as a warning). `None` when the cache holds no usable generation.
     pub fn current(&self) -> io::Result<Option<Generation>> {
-        let text = match fs::read_to_string(self.root.join("current")) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let resolved = self.resolve_current()?;
+        if let Some(problem) = &resolved.problem {
+            log::warn!("{problem}");
+        }
+        Ok(resolved.generation)
+    }
+
+    /// What `current` resolves to, and what was wrong with it (for `doctor` and repairs).
+    pub fn resolve_current(&self) -> io::Result<ResolvedCurrent> {
+        let path = self.root.join("current");
+        let problem = match fs::read_to_string(&path) {
+            Ok(text) => match text.trim().parse::<u64>() {
+                Ok(n) => match self.generation(n) {
+                    Ok(gen) => return Ok(ResolvedCurrent { generation: Some(gen), problem: None }),
+                    Err(e) => format!("{} names generation {n}, whose record is unusable ({e})", path.display()),
+                },
+                Err(_) => format!("{} does not hold a generation number ({:?})", path.display(), text.trim()),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.generation_numbers()?.is_empty() {
+                    return Ok(ResolvedCurrent { generation: None, problem: None });
+                }
+                format!("{} is missing although generation records exist", path.display())
+            }
+            Err(e) => return Err(with_path(e, &path)),
         };
-        let n: u64 = text.trim().parse().map_err(|_| invalid_data("`current` does not hold a generation number"))?;
-        self.generation(n).map(Some)
+        for n in self.generation_numbers()?.into_iter().rev() {
+            if let Ok(gen) = self.generation(n) {
+                if self.is_complete(&gen) {
+                    let problem = Some(format!("{problem}; using generation {n}, the newest complete one"));
+                    return Ok(ResolvedCurrent { generation: Some(gen), problem });
+                }
+            }
+        }
+        Ok(ResolvedCurrent { generation: None, problem: Some(format!("{problem}; no complete generation is left")) })
+    }
+
+    /// Whether every blob `gen` names is present with its recorded size.
+    pub fn is_complete(&self, gen: &Generation) -> bool {
+        gen.models.iter().all(|m| {
+            self.has_blob(&m.sha256, m.size) && m.environment_sha256.as_ref().is_none_or(|env| self.blob_path(env).is_file())
+        })
+    }
+
+    /// Points `current` at generation `n` again (after [`Cache::resolve_current`] found it broken).
+    pub fn repair_current(&self, n: u64) -> io::Result<()> {
+        write_atomic(&self.root, "current", format!("{n}\n").as_bytes()).map_err(|e| with_path(e, &self.root.join("current")))
     }
 
     pub fn generation(&self, n: u64) -> io::Result<Generation> {
         let path = self.generations_dir().join(format!("{n}.json"));
-        let bytes = fs::read(&path)?;
+        let bytes = fs::read(&path).map_err(|e| with_path(e, &path))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| invalid_data(&format!("{}: {e}", path.display())))
     }
@@ -145,7 +205,8 @@ impl Cache {
     }
 
     pub fn manifest_bytes(&self, n: u64) -> io::Result<Vec<u8>> {
-        fs::read(self.generations_dir().join(format!("{n}.manifest")))
+        let path = self.generations_dir().join(format!("{n}.manifest"));
+        fs::read(&path).map_err(|e| with_path(e, &path))
     }
 
     pub fn signature_bytes(&self, n: u64) -> io::Result<Option<Vec<u8>>> {
@@ -179,7 +240,44 @@ impl Cache {
         }
         let json = serde_json::to_vec_pretty(gen).map_err(|e| invalid_data(&e.to_string()))?;
         write_atomic(&dir, &format!("{n}.json"), &json)?;
+        // Floor first: a power cut between the two leaves the old generation current under a
+        // floor that the new manifest (already recorded) still satisfies.
+        self.raise_floor(gen)?;
         write_atomic(&self.root, "current", format!("{n}\n").as_bytes())
+    }
+
+    /// The rollback floor: `floor.json`, or for caches made before it existed (or a damaged one)
+    /// the highest manifest version among the generation records on disk.
+    pub fn floor(&self) -> io::Result<Option<Floor>> {
+        let recorded = match fs::read(self.root.join("floor.json")) {
+            Ok(bytes) => serde_json::from_slice::<Floor>(&bytes).ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(with_path(e, &self.root.join("floor.json"))),
+        };
+        let mut derived: Option<Floor> = None;
+        for n in self.generation_numbers()? {
+            if let Ok(gen) = self.generation(n) {
+                if derived.as_ref().is_none_or(|f| gen.manifest_version >= f.version) {
+                    derived = Some(Floor { version: gen.manifest_version, manifest_sha256: gen.manifest_sha256 });
+                }
+            }
+        }
+        Ok(match (recorded, derived) {
+            (Some(r), Some(d)) if d.version > r.version => Some(d),
+            (Some(r), _) => Some(r),
+            (None, d) => d,
+        })
+    }
+
+    /// Raises the floor to `gen`'s manifest (never lowers it; an equal version takes the new bytes,
+    /// which only an explicit `--allow-downgrade` lets through).
+    fn raise_floor(&self, gen: &Generation) -> io::Result<()> {
+        if self.floor()?.is_some_and(|f| f.version > gen.manifest_version) {
+            return Ok(());
+        }
+        let floor = Floor { version: gen.manifest_version, manifest_sha256: gen.manifest_sha256.clone() };
+        let json = serde_json::to_vec_pretty(&floor).map_err(|e| invalid_data(&e.to_string()))?;
+        write_atomic(&self.root, "floor.json", &json)
     }
 
     /// Takes the single-writer lock, waiting up to `wait` for another writer to finish.
@@ -304,6 +402,11 @@ fn read_dir_if_exists(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }
+}
+
+/// The same error, with the path in its message (io::Error alone never names one).
+pub fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 fn invalid_data(message: &str) -> io::Error {

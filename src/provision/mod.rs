@@ -9,6 +9,7 @@ pub mod maintain;
 pub mod manifest;
 pub mod progress;
 pub mod roboflow;
+pub mod rollback;
 pub mod signature;
 pub mod tls;
 
@@ -62,10 +63,14 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let signature = read_optional(&sig_path(&opts.manifest))?;
     let manifest = trusted_manifest(&opts.manifest, &manifest_bytes, signature.as_deref(), &opts.trusted_keys)?;
     let (cache, _lock) = open_for_writing(opts)?;
-    let current = cache.current().context("reading the cache's current generation")?;
-    check_rollback(&manifest, current.as_ref(), &opts.manifest, opts.allow_downgrade)?;
-
+    let resolved = cache.resolve_current().context("reading the cache's current generation")?;
+    if let Some(problem) = &resolved.problem {
+        log::warn!("{problem}");
+    }
+    let current = resolved.generation;
     let manifest_sha = sha256_hex(&manifest_bytes);
+    rollback::check(&cache, &manifest, &manifest_sha, current.as_ref(), &opts.manifest, opts.allow_downgrade)?;
+
     let mut records = Vec::new();
     let mut missing = Vec::new();
     for model in &manifest.models {
@@ -78,6 +83,10 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     if missing.is_empty() {
         if let Some(cur) = &current {
             if cur.manifest_sha256 == manifest_sha {
+                if resolved.problem.is_some() {
+                    cache.repair_current(cur.generation)?;
+                    log::warn!("cache: `current` points at generation {} again", cur.generation);
+                }
                 log::info!(
                     "cache complete: {} model(s) verified present in generation {}; no network needed",
                     records.len(),
@@ -219,26 +228,6 @@ pub fn check_persistent(dir: &Path, allow_volatile: bool) -> anyhow::Result<()> 
             .into());
         }
         log::warn!("{explanation}; continuing because --allow-volatile-cache was given");
-    }
-    Ok(())
-}
-
-pub fn check_rollback(manifest: &Manifest, current: Option<&Generation>, path: &Path, allow: bool) -> anyhow::Result<()> {
-    if let Some(cur) = current {
-        if manifest.version < cur.manifest_version {
-            let message = format!(
-                "manifest {} has version {}, lower than the installed version {} (generation {}): refusing \
-                 a rollback; pass --allow-downgrade to install it anyway",
-                path.display(),
-                manifest.version,
-                cur.manifest_version,
-                cur.generation
-            );
-            if !allow {
-                return Err(Failure::new(Exit::Config, message).into());
-            }
-            log::warn!("{message}; allowed by --allow-downgrade");
-        }
     }
     Ok(())
 }
