@@ -56,6 +56,8 @@ echo "fixtures: exporting the random-weight YOLOv8n graph"
 "$python" -m venv "$work/venv"
 "$work/venv/bin/pip" install -q -r "$here/scripts/requirements-fixtures.txt"
 "$work/venv/bin/python" "$here/scripts/export-yolov8n.py" "$work/out/yolov8n_random.onnx"
+echo "fixtures: writing the crafted constant-output models"
+"$work/venv/bin/python" "$here/scripts/make-crafted-models.py" "$work/out/crafted"
 
 (cd "$work/out" && sha256sum -c "$fixtures/SHA256SUMS")
 echo "fixtures: re-derived files match SHA256SUMS"
@@ -63,6 +65,7 @@ echo "fixtures: re-derived files match SHA256SUMS"
 if [ "$mode" = "--write" ]; then
   cp "$work/out/"*.onnx "$fixtures/"
   cp "$work/out/images/"*.png "$fixtures/images/"
+  mkdir -p "$fixtures/crafted" && cp "$work/out/crafted/"*.onnx "$fixtures/crafted/"
   echo "fixtures: written to $fixtures"
 fi
 verify_committed

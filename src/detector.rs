@@ -90,6 +90,9 @@ impl Detector {
                 let f = Family::infer(&outputs).map_err(anyhow::Error::msg)?;
                 log::info!("model family inferred from its outputs: {f}");
                 self.family = Some(f);
+                if self.classes.is_empty() {
+                    self.classes = f.default_classes();
+                }
                 f
             }
         };

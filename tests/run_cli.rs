@@ -376,7 +376,7 @@ fn notify_protocol_over_a_real_unix_socket() {
 fn bad_sources_and_sinks_are_clear_startup_errors() {
     let s = faces_sandbox();
     let out = run(&mut outpost_run(&s, "rtsp://camera/stream", &[]));
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 3, "a configuration error: {}", out.stderr);
     assert!(
         out.stderr.contains("run.source") && out.stderr.contains("unknown source scheme"),
         "{}",
@@ -433,4 +433,23 @@ fn systemd_unit_is_type_notify_and_its_restart_rules_match_the_exit_codes() {
     // Restarting cannot fix a usage or configuration error or a missing feature; it can fix the rest.
     assert_eq!(no_restart, [Exit::Usage.code(), Exit::Config.code(), Exit::Unavailable.code()]);
     assert!(value("WatchdogSec").ends_with('s'));
+    // The config file stays optional under the unit, and the unit does not override cache.dir.
+    assert!(!value("ExecStart").contains("--config"), "{}", value("ExecStart"));
+    assert!(!unit.lines().any(|l| l.starts_with("Environment=OUTPOST_CACHE_DIR")), "the unit must not pin cache.dir");
+}
+
+#[test]
+fn malformed_sources_are_configuration_errors_and_a_missing_jsonl_folder_is_created() {
+    let s = faces_sandbox();
+    for source in ["rtsp://cam/x", "/dev/video0", "v4l2:video0", "dir:", "ftp://x"] {
+        let out = run(&mut outpost_run(&s, source, &[]));
+        assert_eq!(out.code, 3, "{source}: {}", out.stderr);
+        assert!(out.stderr.contains("run.source"), "{source}: {}", out.stderr);
+    }
+    let dir = images_dir(&s, &["coffee.png"]);
+    let jsonl = s.path().join("new/folder/out.jsonl");
+    let sink = format!("sinks.jsonl={}", jsonl.display());
+    let out = run(&mut outpost_run(&s, &format!("dir:{}", dir.display()), &[&sink]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&jsonl).unwrap().lines().count(), 1);
 }

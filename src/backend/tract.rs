@@ -37,6 +37,7 @@ impl Backend for Tract {
             .model_for_path(model)
             .map_err(|e| anyhow::anyhow!("{}: not a loadable ONNX model: {e}", model.display()))?;
         let input = input_info(&graph).with_context(|| format!("{}: reading the input", model.display()))?;
+        check_input(&input).map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
         log::info!(
             "loaded {} in {:.2}s (input {} {:?}); {} thread(s)",
             model.display(),
@@ -71,6 +72,28 @@ fn input_info(graph: &InferenceModel) -> TractResult<InputInfo> {
     let fact = graph.outlet_fact(outlet)?;
     let dims = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.as_i64()).map(|d| d as usize)).collect();
     Ok(InputInfo { name: graph.node(outlet.node).name.clone(), dims })
+}
+
+/// The one input layout outpost feeds: NCHW float with 3 channels, sides within range where the
+/// file fixes them. Checked at load, so a hostile declared shape never reaches an allocation.
+fn check_input(input: &InputInfo) -> Result<(), String> {
+    let [_, c, h, w] = input.dims[..] else {
+        return Err(format!("input `{}` has {} dimensions; outpost feeds NCHW images [1, 3, H, W]", input.name, input.dims.len()));
+    };
+    if c.is_some_and(|c| c != 3) {
+        return Err(format!(
+            "input `{}` is {:?}: outpost feeds NCHW images [1, 3, H, W] (an NHWC model [1, H, W, 3] needs re-exporting)",
+            input.name, input.dims
+        ));
+    }
+    if let (Some(h), Some(w)) = (h, w) {
+        crate::vision::preprocess::check_input_size(w as u64, h as u64)
+            .map_err(|e| format!("input `{}` declared as {:?}: {e}", input.name, input.dims))?;
+    } else if let Some(side) = h.or(w) {
+        crate::vision::preprocess::check_input_size(side as u64, side as u64)
+            .map_err(|e| format!("input `{}` declared as {:?}: {e}", input.name, input.dims))?;
+    }
+    Ok(())
 }
 
 type Plan = Arc<TypedRunnableModel>;
@@ -121,9 +144,17 @@ impl Session for TractSession {
             .into_iter()
             .enumerate()
             .map(|(i, value)| {
-                let tensor = value.into_tensor();
-                let view = tensor.to_plain_array_view::<f32>().map_err(|e| anyhow::anyhow!("output {i}: {e}"))?;
                 let name = names.get(i).map(|o| plan.model().node(o.node).name.clone()).unwrap_or_default();
+                let tensor = value.into_tensor();
+                // float16/float64 outputs are read as f32; anything else is not a score or a box.
+                let tensor = match tensor.datum_type() {
+                    DatumType::F16 | DatumType::F32 | DatumType::F64 => tensor
+                        .cast_to::<f32>()
+                        .map_err(|e| anyhow::anyhow!("output `{name}`: {e}"))?
+                        .into_owned(),
+                    other => anyhow::bail!("output `{name}` holds {other:?} values; outpost reads float outputs"),
+                };
+                let view = tensor.to_plain_array_view::<f32>().map_err(|e| anyhow::anyhow!("output `{name}`: {e}"))?;
                 Ok(Output { name, shape: view.shape().to_vec(), data: view.iter().copied().collect() })
             })
             .collect()

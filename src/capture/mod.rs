@@ -117,11 +117,16 @@ impl SourceSpec {
     }
 }
 
+/// `run.source` checked: a malformed one is a configuration error (exit 3), since restarting
+/// cannot fix it. `run` checks it before provisioning and loading the model.
+pub fn configured(config: &Config) -> anyhow::Result<SourceSpec> {
+    SourceSpec::parse(&config.run.source, &config.camera.device)
+        .map_err(|m| crate::exit::Failure::new(crate::exit::Exit::Config, format!("run.source: {m}")).into())
+}
+
 /// Opens the configured source; errors here are startup errors (fatal).
 pub fn open(config: &Config) -> anyhow::Result<Box<dyn Source>> {
-    let spec = SourceSpec::parse(&config.run.source, &config.camera.device)
-        .map_err(|m| anyhow::anyhow!("run.source: {m}"))?;
-    match spec {
+    match configured(config)? {
         SourceSpec::File(path) => Ok(Box::new(FileSource::open(path, config.run.looped)?)),
         SourceSpec::Dir(path) => Ok(Box::new(DirSource::open(path, config.run.looped)?)),
         SourceSpec::V4l2(path) => open_v4l2(path, config),

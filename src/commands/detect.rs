@@ -60,7 +60,7 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
             return Err(Failure::new(Exit::Config, format!("model file {} does not exist", path.display())).into());
         }
         let family = family(args.family.as_deref())?;
-        let classes = if family == Some(Family::CenterFace) { vec!["face".to_string()] } else { Vec::new() };
+        let classes = family.map(Family::default_classes).unwrap_or_default();
         return Ok(ResolvedModel { path: path.clone(), family, input: args.input, classes, resize: None });
     }
     let id = args.model.as_deref().unwrap_or_default();
@@ -88,9 +88,7 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
         }
         None => environment::Environment::default(),
     };
-    let classes = record.classes.clone().or(env.classes).unwrap_or_else(|| {
-        if family == Some(Family::CenterFace) { vec!["face".to_string()] } else { Vec::new() }
-    });
+    let classes = record.classes.clone().or(env.classes).unwrap_or_else(|| family.map(Family::default_classes).unwrap_or_default());
     let input = args.input.or(record.input).or(env.size);
     Ok(ResolvedModel { path, family, input, classes, resize: env.resize })
 }

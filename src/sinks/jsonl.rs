@@ -18,7 +18,13 @@ impl Jsonl {
     pub fn open(path: Option<&Path>) -> anyhow::Result<Jsonl> {
         let out: Box<dyn Write + Send> = match path {
             None => Box::new(std::io::stdout()),
-            Some(path) => Box::new(
+            Some(path) => Box::new({
+                // Like the annotate sink's folder: created, not a reason to stay down.
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        anyhow::anyhow!("sinks.jsonl: cannot create the folder {}: {e}", dir.display())
+                    })?;
+                }
                 OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -28,8 +34,8 @@ impl Jsonl {
                             "sinks.jsonl: cannot open {} for appending: {e}",
                             path.display()
                         )
-                    })?,
-            ),
+                    })?
+            }),
         };
         Ok(Jsonl {
             out,

@@ -43,22 +43,45 @@ pub fn parse(bytes: &[u8]) -> Result<Environment, String> {
             if step.enabled != Some(false) {
                 env.resize = step.format.as_deref().map(resize_mode).transpose()?;
                 let dim = |v: Option<serde_json::Value>| match v {
-                    Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as u32),
+                    Some(serde_json::Value::Number(n)) => n.as_u64(),
                     Some(serde_json::Value::String(s)) => s.parse().ok(),
                     _ => None,
                 };
                 if let (Some(w), Some(h)) = (dim(step.width), dim(step.height)) {
-                    env.size = Some([w, h]);
+                    super::preprocess::check_input_size(w, h).map_err(|e| format!("environment.json resize: {e}"))?;
+                    env.size = Some([w as u32, h as u32]);
                 }
             }
         }
     }
     if let Some(map) = raw.class_map {
-        let mut pairs: Vec<(u32, String)> = map.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
-        pairs.sort();
-        env.classes = Some(pairs.into_iter().map(|(_, v)| v).collect());
+        env.classes = Some(class_list(map)?);
     }
     Ok(env)
+}
+
+/// Largest class id a CLASS_MAP may name (the list is indexed by id).
+const MAX_CLASS_ID: u32 = 65_535;
+
+/// CLASS_MAP `{"0": "cat", "2": "dog"}` as a list indexed by class id; an id without a name
+/// is named by its number, as for models without class names.
+fn class_list(map: std::collections::BTreeMap<String, String>) -> Result<Vec<String>, String> {
+    let mut pairs = Vec::with_capacity(map.len());
+    for (key, name) in map {
+        let id: u32 = key
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id <= MAX_CLASS_ID)
+            .ok_or_else(|| format!("environment.json CLASS_MAP: key `{key}` is not a class id (0..={MAX_CLASS_ID})"))?;
+        pairs.push((id, name));
+    }
+    let len = pairs.iter().map(|(id, _)| *id as usize + 1).max().unwrap_or(0);
+    let mut classes: Vec<String> = (0..len).map(|id| id.to_string()).collect();
+    for (id, name) in pairs {
+        classes[id as usize] = name;
+    }
+    Ok(classes)
 }
 
 /// Roboflow's resize formats: "Stretch to", "Fit (black|grey|white edges) in".
@@ -88,7 +111,26 @@ mod tests {
         let env = parse(json).unwrap();
         assert_eq!(env.resize, Some(Resize::Letterbox { pad: 0 }));
         assert_eq!(env.size, Some([640, 480]));
-        assert_eq!(env.classes.unwrap(), vec!["car", "bus", "van"]);
+        let classes = env.classes.unwrap();
+        assert_eq!((classes.len(), &classes[..2], &classes[10]), (11, &["car".to_string(), "bus".to_string()][..], &"van".to_string()));
+    }
+
+    #[test]
+    fn class_map_with_gaps_is_keyed_not_positional() {
+        let env = parse(br#"{"CLASS_MAP": {"0": "cat", "2": "dog", "3": "fox"}}"#).unwrap();
+        assert_eq!(env.classes.unwrap(), vec!["cat", "1", "dog", "fox"]);
+        let err = parse(br#"{"CLASS_MAP": {"0": "cat", "one": "dog"}}"#).unwrap_err();
+        assert!(err.contains("CLASS_MAP") && err.contains("`one`"), "{err}");
+        assert!(parse(br#"{"CLASS_MAP": {"99999999": "x"}}"#).is_err());
+    }
+
+    #[test]
+    fn resize_sizes_out_of_range_are_errors() {
+        for (w, h) in [(100000, 640), (640, 0), (0, 0)] {
+            let json = format!(r#"{{"PREPROCESSING": {{"resize": {{"width": {w}, "height": {h}, "format": "Stretch to"}}}}}}"#);
+            let err = parse(json.as_bytes()).unwrap_err();
+            assert!(err.contains("out of range") && err.contains("resize"), "{err}");
+        }
     }
 
     #[test]

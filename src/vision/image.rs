@@ -21,6 +21,10 @@ impl RgbImage {
     }
 }
 
+/// Largest image decoded (width x height): 40 MP, about 120 MB of RGB. A small file can declare
+/// a huge image (a decompression bomb); checked from the header, before anything is allocated.
+pub const MAX_PIXELS: u64 = 40_000_000;
+
 pub fn load(path: &Path) -> anyhow::Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
     decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
@@ -39,6 +43,14 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<RgbImage> {
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| anyhow::anyhow!("truncated or corrupt {format:?} data (header): {e}"))?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS || w == 0 || h == 0 {
+        anyhow::bail!(
+            "the {format:?} image declares {w}x{h} pixels; outpost decodes images of 1 to {} megapixels \
+             (downscale it first)",
+            MAX_PIXELS / 1_000_000
+        );
+    }
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder)
         .map_err(|e| anyhow::anyhow!("truncated or corrupt {format:?} data: {e}"))?;
@@ -64,6 +76,35 @@ mod tests {
         assert_eq!((grey.width, grey.height), (384, 191));
         // Greyscale becomes three equal channels.
         assert!(grey.data.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+    }
+
+    #[test]
+    fn a_huge_declared_size_is_refused_before_decoding() {
+        // A valid PNG header declaring 40000x40000 followed by nothing: refused from the header.
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&40_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&40_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]), (b"IEND", &[])] {
+            let body = [kind, data].concat();
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(&body);
+            png.extend_from_slice(&crc32(&body).to_be_bytes());
+        }
+        let err = decode(&png).unwrap_err().to_string();
+        assert!(err.contains("40000x40000") && err.contains("megapixels"), "{err}");
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
     }
 
     #[test]

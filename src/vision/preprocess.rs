@@ -7,6 +7,23 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 
 use super::image::RgbImage;
 
+/// Model input sides outpost runs at, wherever they come from (flag, manifest, model file,
+/// environment.json): 0 would divide by zero, 100000 would allocate tens of GB.
+pub const INPUT_SIDES: std::ops::RangeInclusive<u32> = 16..=8192;
+
+/// `Err` naming the range when `[width, height]` is outside [`INPUT_SIDES`].
+pub fn check_input_size(width: u64, height: u64) -> Result<(), String> {
+    let ok = |v: u64| u32::try_from(v).is_ok_and(|v| INPUT_SIDES.contains(&v));
+    if ok(width) && ok(height) {
+        return Ok(());
+    }
+    Err(format!(
+        "input size {width}x{height} is out of range: width and height must be within {}..={}",
+        INPUT_SIDES.start(),
+        INPUT_SIDES.end()
+    ))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Resize {
     /// Scale each axis to the input size (aspect ratio not kept).

@@ -10,6 +10,9 @@ pub fn top(outputs: &[Output], k: usize) -> Result<Vec<(u32, f32)>, String> {
     let [1, _] = out.shape[..] else {
         return Err(format!("classification expects an output [1, C]; this model gives {:?}", out.shape));
     };
+    if out.data.iter().all(|v| v.is_nan()) {
+        return Err(format!("classification output {} holds no number (all NaN)", out.name));
+    }
     let probs = probabilities(&out.data);
     let mut ranked: Vec<(u32, f32)> = probs.into_iter().enumerate().map(|(i, p)| (i as u32, p)).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -17,14 +20,19 @@ pub fn top(outputs: &[Output], k: usize) -> Result<Vec<(u32, f32)>, String> {
     Ok(ranked)
 }
 
-/// Softmax, unless the values already are a distribution.
+/// Softmax, unless the values already are a distribution. NaN counts as no evidence (0); +Inf
+/// logits share all the probability (softmax's limit).
 fn probabilities(values: &[f32]) -> Vec<f32> {
-    let sum: f32 = values.iter().sum();
+    let infinite = values.iter().filter(|v| **v == f32::INFINITY).count();
+    if infinite > 0 {
+        return values.iter().map(|&v| if v == f32::INFINITY { 1.0 / infinite as f32 } else { 0.0 }).collect();
+    }
+    let sum: f32 = values.iter().filter(|v| !v.is_nan()).sum();
     if values.iter().all(|v| (0.0..=1.0).contains(v)) && (sum - 1.0).abs() < 1e-3 {
         return values.to_vec();
     }
-    let max = values.iter().copied().fold(f32::MIN, f32::max);
-    let exps: Vec<f32> = values.iter().map(|v| (v - max).exp()).collect();
+    let max = values.iter().copied().filter(|v| !v.is_nan()).fold(f32::MIN, f32::max);
+    let exps: Vec<f32> = values.iter().map(|&v| if v.is_nan() { 0.0 } else { (v - max).exp() }).collect();
     let total: f32 = exps.iter().sum();
     exps.into_iter().map(|e| e / total).collect()
 }
@@ -41,5 +49,15 @@ mod tests {
         assert!((top2[0].1 - 0.665_240_9).abs() < 1e-5);
         let probs = Output { name: String::new(), shape: vec![1, 2], data: vec![0.25, 0.75] };
         assert_eq!(top(&[probs], 5).unwrap(), vec![(1, 0.75), (0, 0.25)]);
+    }
+
+    #[test]
+    fn nan_and_infinite_logits_give_numbers() {
+        let out = |data: Vec<f32>| Output { name: "p".into(), shape: vec![1, data.len()], data };
+        let nan = top(&[out(vec![1.0, f32::NAN, 3.0])], 3).unwrap();
+        assert_eq!(nan[0].0, 2);
+        assert!(nan.iter().all(|(_, p)| p.is_finite()), "{nan:?}");
+        assert_eq!(top(&[out(vec![1.0, f32::INFINITY, 3.0])], 1).unwrap(), vec![(1, 1.0)]);
+        assert!(top(&[out(vec![f32::NAN; 3])], 1).unwrap_err().contains("NaN"));
     }
 }

