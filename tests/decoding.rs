@@ -131,3 +131,53 @@ fn class_map_with_gaps_names_ids_by_key() {
     let classes: Vec<&str> = preds.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(classes, vec!["cat", "dog"], "id 2 is `dog` by key, not by position");
 }
+
+/// Provisions model `m` (the crafted YOLOv8 head) with `environment` written as `env_name`.
+fn provision_with_environment(s: &Sandbox, version: u32, env_name: &str, environment: &str) -> Run {
+    s.write(env_name, environment);
+    let model = std::fs::read(crafted("yolov8_nonfinite.onnx")).unwrap();
+    let manifest = s.write(
+        "models.toml",
+        &format!(
+            "version = {version}\n[[models]]\nid = \"m\"\nsource = \"file://{}\"\nsha256 = \"{}\"\nsize = {}\n\
+             family = \"yolov8\"\nenvironment = \"file:{env_name}\"\n",
+            crafted("yolov8_nonfinite.onnx"),
+            support::http::sha256_hex(&model),
+            model.len()
+        ),
+    );
+    let mut cmd = s.outpost();
+    cmd.args(["--board", "x86_64-dev", "--cache-dir"]).arg(s.path().join("cache"));
+    run(cmd.args(["provision", "--manifest"]).arg(&manifest))
+}
+
+#[test]
+fn a_new_manifest_version_with_another_environment_takes_effect() {
+    let s = Sandbox::new();
+    let out = provision_with_environment(&s, 1, "env-a.json", r#"{"CLASS_MAP": {"0": "cat", "2": "owl"}}"#);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let first = predictions(&answer(&detect(&s, &[&image(), "--model", "m"])));
+    assert_eq!(first[0].0, "cat");
+    let out = provision_with_environment(&s, 2, "env-b.json", r#"{"CLASS_MAP": {"0": "dog", "2": "eel"}}"#);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let second = predictions(&answer(&detect(&s, &[&image(), "--model", "m"])));
+    let classes: Vec<&str> = second.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(classes, vec!["dog", "eel"], "the new environment's names, not the reused old ones");
+}
+
+#[test]
+fn a_malformed_environment_is_refused_at_provision_naming_what_is_wrong() {
+    for (name, text, says) in [
+        ("array.json", "[1, 2]", "environment.json"),
+        ("pre.json", r#"{"PREPROCESSING": "{not json"}"#, "PREPROCESSING"),
+        ("resize.json", r#"{"PREPROCESSING": {"resize": {"format": "Fill (center crop) in"}}}"#, "unknown resize format"),
+        ("list.json", r#"{"CLASS_MAP": ["cat", "dog"]}"#, "CLASS_MAP"),
+        ("numbers.json", r#"{"CLASS_MAP": {"0": 7}}"#, "CLASS_MAP"),
+    ] {
+        let s = Sandbox::new();
+        let out = provision_with_environment(&s, 1, name, text);
+        assert_eq!(out.code, 3, "{name}: {}", out.stderr);
+        assert!(out.stderr.contains(says) && out.stderr.contains(name), "{name}: {}", out.stderr);
+        assert!(!s.path().join("cache/current").exists(), "{name}: nothing activated");
+    }
+}

@@ -9,6 +9,17 @@ use crate::provision::progress::bytes;
 pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
     let cache = Cache::new(&loaded.config.cache_dir);
+    // Maintenance never creates a cache: a mistyped cache.dir must not "verify" an empty folder.
+    if matches!(cmd, CacheCommand::Verify { .. } | CacheCommand::Gc | CacheCommand::Export(_)) && !cache.root().is_dir() {
+        return Err(Failure::new(
+            Exit::Provisioning,
+            format!(
+                "there is no cache at {} (is cache.dir / --cache-dir right? `outpost provision` creates it)",
+                cache.root().display()
+            ),
+        )
+        .into());
+    }
     match cmd {
         CacheCommand::Ls { json } => ls(&cache, *json),
         CacheCommand::Verify { repair } => {
@@ -28,6 +39,13 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
             }
             for (id, sha) in &report.missing {
                 println!("MISSING {id} {sha}");
+            }
+            if report.blobs_checked == 0 && report.generation.is_none() {
+                return Err(Failure::new(
+                    Exit::Provisioning,
+                    format!("the cache {} is empty: nothing to verify (run `outpost provision`)", cache.root().display()),
+                )
+                .into());
             }
             if report.is_clean() {
                 println!("cache verified: every blob matches its digest");

@@ -220,6 +220,22 @@ pub const KEYS: &[KeyDef] = &[
         help: "longest a single request may take; a slow download then resumes where it stopped",
     },
     KeyDef {
+        name: "download.max_unpinned_mb",
+        kind: Kind::Int,
+        default: Some("2048"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "largest model download without a pinned size (Roboflow weights), MB",
+    },
+    KeyDef {
+        name: "download.max_environment_mb",
+        kind: Kind::Int,
+        default: Some("16"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "largest environment.json (or other metadata) download, MB",
+    },
+    KeyDef {
         name: "download.retries",
         kind: Kind::Int,
         default: Some("4"),

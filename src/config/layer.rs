@@ -89,7 +89,7 @@ impl Value {
     pub fn display(&self) -> String {
         match self {
             Value::Secret(_) => MASK.to_string(),
-            Value::Str(s) => s.clone(),
+            Value::Str(s) => shown(s),
             Value::Int(i) => i.to_string(),
             Value::Float(f) => f.to_string(),
             Value::Bool(b) => b.to_string(),
@@ -100,12 +100,22 @@ impl Value {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Secret(_) => MASK.into(),
-            Value::Str(s) => s.as_str().into(),
+            Value::Str(s) => shown(s).into(),
             Value::Int(i) => (*i).into(),
             Value::Float(f) => (*f).into(),
             Value::Bool(b) => (*b).into(),
             Value::List(items) => items.clone().into(),
         }
+    }
+}
+
+/// A string value as shown to people: URLs (a webhook with `user:pass@` or `?token=`) go
+/// through the same redaction as the logs.
+fn shown(text: &str) -> String {
+    if text.contains("://") {
+        crate::redact::redact_url(text)
+    } else {
+        text.to_string()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use super::layer::{Settings, Value};
+use super::layer::{Settings, Source, Value};
 use super::ConfigError;
 use crate::redact::Secret;
 use crate::vision::detection::MAX_DETECTIONS;
@@ -170,6 +170,10 @@ pub struct Download {
     pub retries: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Byte caps for downloads whose size the manifest does not pin: a hostile or broken server
+    /// must not fill the flash.
+    pub max_unpinned: u64,
+    pub max_environment: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -281,7 +285,7 @@ impl Config {
             },
             provision: Provision {
                 manifest: PathBuf::from(string(s, "provision.manifest")?),
-                trusted_keys: list(s, "provision.trusted_keys")?,
+                trusted_keys: trusted_keys(s)?,
                 lock_wait: Duration::from_secs(int_in(s, "provision.lock_wait_secs", 0, 86_400)? as u64),
             },
             download: Download {
@@ -292,6 +296,8 @@ impl Config {
                 retries: int_in(s, "download.retries", 0, 100)? as u32,
                 backoff_initial: Duration::from_millis(int_in(s, "download.backoff_ms", 0, 600_000)? as u64),
                 backoff_max: Duration::from_secs(int_in(s, "download.backoff_max_secs", 0, 3600)? as u64),
+                max_unpinned: int_in(s, "download.max_unpinned_mb", 1, 1 << 20)? as u64 * 1_000_000,
+                max_environment: int_in(s, "download.max_environment_mb", 1, 1024)? as u64 * 1_000_000,
             },
         })
     }
@@ -322,6 +328,26 @@ fn list(s: &Settings, key: &str) -> Result<Vec<String>, ConfigError> {
     match s.get(key).map(|e| &e.value) {
         Some(Value::List(items)) => Ok(items.clone()),
         _ => Err(invalid(s, key, "must be a list of strings".into())),
+    }
+}
+
+/// `provision.trusted_keys`: a security setting must not be switched off by accident. An empty
+/// value set anywhere (an `EnvironmentFile` line `OUTPOST_PROVISION_TRUSTED_KEYS=` would
+/// otherwise silently override the config file's keys) is refused; `none` says it on purpose.
+fn trusted_keys(s: &Settings) -> Result<Vec<String>, ConfigError> {
+    let key = "provision.trusted_keys";
+    let keys = list(s, key)?;
+    let set_somewhere = s.get(key).is_some_and(|e| e.source != Source::Default);
+    match keys.as_slice() {
+        [] if set_somewhere => Err(invalid(
+            s,
+            key,
+            "is empty, which would turn manifest signature checking off; unset it to keep the lower layers' \
+             keys, or set it to `none` to run without signatures on purpose"
+                .into(),
+        )),
+        [none] if none.trim().eq_ignore_ascii_case("none") => Ok(Vec::new()),
+        _ => Ok(keys),
     }
 }
 

@@ -44,6 +44,10 @@ pub struct ModelRecord {
     pub classes: Option<Vec<String>>,
     pub input: Option<[u32; 2]>,
     pub environment_sha256: Option<String>,
+    /// Where the environment came from (shown form), so a manifest that changes it fetches it
+    /// again instead of reusing the old file. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +432,7 @@ mod tests {
             classes: None,
             input: None,
             environment_sha256: None,
+            environment_source: None,
         }
     }
 

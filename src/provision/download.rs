@@ -25,14 +25,21 @@ pub struct Wanted<'a> {
     pub id: &'a str,
     pub sha256: Option<&'a str>,
     pub size: Option<u64>,
+    /// Most bytes accepted when `size` is not pinned (`download.max_*`).
+    pub cap: u64,
 }
 
 impl Wanted<'_> {
-    /// Name of the partial file: the digest when known, else derived from the model id.
-    fn partial_key(&self) -> String {
+    /// Name of the partial file: the digest when known (a splice would fail the hash anyway),
+    /// else derived from the id *and* the URL, so a partial never continues with another file's
+    /// bytes (a new model version, or the model's environment.json).
+    fn partial_key(&self, origin: &str) -> String {
         match self.sha256 {
             Some(sha) => sha.to_string(),
-            None => format!("tofu-{}", hex(ring::digest::digest(&ring::digest::SHA256, self.id.as_bytes()).as_ref())),
+            None => {
+                let named = format!("{}\n{origin}", self.id);
+                format!("tofu-{}", hex(ring::digest::digest(&ring::digest::SHA256, named.as_bytes()).as_ref()))
+            }
         }
     }
 }
@@ -74,9 +81,12 @@ pub struct Downloader {
 }
 
 impl Downloader {
-    pub fn new(settings: Settings) -> anyhow::Result<Downloader> {
+    /// `https_only`: every request, redirects included, must stay on https (the manifest's
+    /// `allow_http = false`); a redirect to http:// is refused, not followed.
+    pub fn new(settings: Settings, https_only: bool) -> anyhow::Result<Downloader> {
         let tls = super::tls::client_config(settings.ca_file.as_deref())?;
         let config = ureq::Agent::config_builder()
+            .https_only(https_only)
             .timeout_connect(Some(settings.connect_timeout))
             .timeout_recv_response(Some(settings.read_timeout))
             .timeout_per_read(Some(settings.read_timeout))
@@ -90,6 +100,10 @@ impl Downloader {
             .map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 32;
         Ok(Downloader { agent: super::tls::agent(config, tls), settings, rng: std::cell::Cell::new(seed | 1) })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     pub fn agent(&self) -> &ureq::Agent {
@@ -161,7 +175,7 @@ impl Downloader {
     }
 
     fn attempt(&self, cache: &Cache, wanted: &Wanted<'_>, url: &str) -> Result<Fetched, AttemptError> {
-        let key = wanted.partial_key();
+        let key = wanted.partial_key(url);
         let part = cache.partial_path(&key);
         let meta = cache.partial_meta_path(&key);
         let io_err = |what: &str, e: io::Error| Permanent(format!("{what} {}: {e}", part.display()));
@@ -170,24 +184,39 @@ impl Downloader {
             have = 0;
         }
         let validator: Validator = if have > 0 { read_validator(&meta) } else { Validator::default() };
+        // No digest will catch a splice of an unpinned file: resume it only under a strong ETag
+        // (RFC 9110 If-Range), which the server must match or send the whole file.
+        if have > 0 && wanted.sha256.is_none() && !validator.etag.as_deref().is_some_and(|e| !e.starts_with("W/")) {
+            log::info!("{}: partial download has no strong validator; starting over", wanted.id);
+            have = 0;
+        }
         if wanted.size == Some(have) && have > 0 {
             // A complete partial from an earlier run that stopped before installing it.
             return finish(&part, &meta, wanted, 0, true, None);
         }
 
         let shown = redact_url(url);
-        let mut request = self.agent.get(url);
+        // Bytes are stored exactly as sent: a compressed body would be cached as the model.
+        let mut request = self.agent.get(url).header("Accept-Encoding", "identity");
         if have > 0 {
             request = request.header("Range", format!("bytes={have}-"));
-            if let Some(v) = validator.etag.as_ref().or(validator.last_modified.as_ref()) {
+            let strong_etag = validator.etag.as_ref().filter(|e| !e.starts_with("W/"));
+            if let Some(v) = strong_etag.or(validator.last_modified.as_ref()) {
                 request = request.header("If-Range", v.as_str());
             }
         }
         let response = request.call().map_err(|e| classify_ureq_error(&shown, e))?;
+        log_redirect(wanted.id, url, &response);
         let status = response.status().as_u16();
         let header = |name: &str| {
             response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from)
         };
+        if let Some(encoding) = header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+            return Err(Permanent(format!(
+                "{shown}: the server sent a `{encoding}`-encoded body (Content-Encoding) although outpost asks for \
+                 identity; outpost stores the bytes as sent, so configure the server to send this file uncompressed"
+            )));
+        }
         let (resume_from, resumed) = match status {
             206 => match parse_content_range_start(header("content-range").as_deref()) {
                 Some(start) if start == have => (have, true),
@@ -202,7 +231,8 @@ impl Downloader {
                 let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
                 return Err(Transient {
                     message: format!("{shown}: HTTP {status}"),
-                    retry_after: retry_after.map(|s| Duration::from_secs(s.min(600))),
+                    // A server may ask for any wait; the unit's own cap decides.
+                    retry_after: retry_after.map(|s| Duration::from_secs(s).min(self.settings.backoff_max)),
                 });
             }
             _ => return Err(Permanent(format!("{shown}: HTTP {status}"))),
@@ -213,6 +243,18 @@ impl Downloader {
         }
         if have > 0 && !resumed {
             log::info!("{}: server did not resume (HTTP {status}); downloading from the start", wanted.id);
+        }
+        let declared_length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+        if wanted.size.is_none() {
+            if let Some(declared) = declared_length.filter(|d| resume_from + d > wanted.cap) {
+                remove_partial(&part, &meta);
+                return Err(Permanent(format!(
+                    "{shown}: the server announces {} bytes, more than the {} allowed for an unpinned download \
+                     (download.max_unpinned_mb / download.max_environment_mb)",
+                    resume_from + declared,
+                    wanted.cap
+                )));
+            }
         }
         let remaining = wanted.size.map(|s| s - resume_from);
         if let (Some(expected), Some(declared)) = (remaining, header("content-length").and_then(|v| v.parse::<u64>().ok())) {
@@ -260,6 +302,15 @@ impl Downloader {
                     wanted.size.unwrap_or(0)
                 )));
             }
+            if wanted.size.is_none() && done + n as u64 > wanted.cap {
+                progress.finish();
+                remove_partial(&part, &meta);
+                return Err(Permanent(format!(
+                    "{shown}: body exceeds the {} bytes allowed for an unpinned download; refused and discarded \
+                     (download.max_unpinned_mb / download.max_environment_mb)",
+                    wanted.cap
+                )));
+            }
             file.write_all(&buf[..n]).map_err(|e| io_err("writing", e))?;
             hasher.update(&buf[..n]);
             done += n as u64;
@@ -274,6 +325,16 @@ impl Downloader {
         }
         let digest = Some((hex(hasher.finish().as_ref()), done));
         finish(&part, &meta, wanted, done - resume_from, resumed, digest)
+    }
+}
+
+/// Redirects are logged at info (the final URL, secrets masked): where the bytes came from matters.
+pub fn log_redirect(id: &str, requested: &str, response: &ureq::http::Response<ureq::Body>) {
+    use ureq::ResponseExt;
+    let final_uri = response.get_uri();
+    if requested.parse::<ureq::http::Uri>().ok().as_ref() != Some(final_uri) {
+        let final_uri = final_uri.to_string();
+        log::info!("{id}: {} redirected to {}", redact_url(requested), redact_url(&final_uri));
     }
 }
 
@@ -309,21 +370,36 @@ fn finish(
 
 /// Copies a `file://` source into the partial file, then verifies it like a download.
 fn sideload(cache: &Cache, wanted: &Wanted<'_>, path: &Path) -> Result<Fetched, String> {
-    let key = wanted.partial_key();
+    let key = wanted.partial_key(&path.display().to_string());
     let part = cache.partial_path(&key);
     let meta = cache.partial_meta_path(&key);
+    // Regular files only (after symlinks): a FIFO or a device would block or never end, with the
+    // cache lock held.
+    let kind = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !kind.is_file() {
+        return Err(format!("{} is not a regular file; sideload sources must be files", path.display()));
+    }
     let mut src = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let len = src.metadata().map_err(|e| e.to_string())?.len();
+    let limit = wanted.size.unwrap_or(wanted.cap);
     if let Some(size) = wanted.size {
         if len != size {
             return Err(format!("{} is {len} bytes, the manifest says {size}", path.display()));
         }
+    } else if len > limit {
+        return Err(format!("{} is {len} bytes, more than the {limit} allowed for an unpinned file", path.display()));
     }
     let mut dst = File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
-    // Hash while copying: the file is read once, not copied and then read back.
+    // Hash while copying: the file is read once, not copied and then read back. A file that
+    // grows while it is copied is not written past its declared size (one byte over is caught).
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let copied = copy_hashing(&mut src, &mut dst, &mut ctx).map_err(|e| format!("copying {}: {e}", path.display()))?;
+    let copied = copy_hashing(&mut (&mut src).take(limit + 1), &mut dst, &mut ctx)
+        .map_err(|e| format!("copying {}: {e}", path.display()))?;
     drop(dst);
+    if copied > limit {
+        remove_partial(&part, &meta);
+        return Err(format!("{} grew past {limit} bytes while it was copied; refused", path.display()));
+    }
     let digest = Some((hex(ctx.finish().as_ref()), copied));
     finish(&part, &meta, wanted, 0, false, digest).map_err(|e| match e {
         Permanent(m) | Transient { message: m, .. } => m,
@@ -348,7 +424,11 @@ fn parse_content_range_start(value: Option<&str>) -> Option<u64> {
 fn classify_ureq_error(shown: &str, e: ureq::Error) -> AttemptError {
     match e {
         ureq::Error::TooManyRedirects => Permanent(format!("{shown}: too many redirects (a redirect loop?)")),
-        ureq::Error::BadUri(_) | ureq::Error::RequireHttpsOnly(_) => Permanent(format!("{shown}: {e}")),
+        ureq::Error::RequireHttpsOnly(target) => Permanent(format!(
+            "{shown}: redirected to plain http ({}); refused: the manifest does not set allow_http = true",
+            redact_url(&target)
+        )),
+        ureq::Error::BadUri(_) => Permanent(format!("{shown}: {e}")),
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) => tls_failure(shown, &e.to_string()),
         ureq::Error::Io(io) if is_certificate_error(&io) => tls_failure(shown, &io.to_string()),
         other => transient(format!("{shown}: {other}")),
@@ -390,7 +470,9 @@ mod tests {
             retries: 4,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_millis(800),
-        })
+            max_unpinned: 1,
+            max_environment: 1,
+        }, true)
         .unwrap();
         for attempt in 1..10 {
             let base = (0.1 * 2f64.powi(attempt as i32 - 1)).min(0.8);
@@ -401,9 +483,13 @@ mod tests {
 
     #[test]
     fn partial_key_is_the_digest_or_an_id_hash() {
-        let pinned = Wanted { id: "m", sha256: Some("ab"), size: Some(1) };
-        assert_eq!(pinned.partial_key(), "ab");
-        let tofu = Wanted { id: "m", sha256: None, size: None };
-        assert!(tofu.partial_key().starts_with("tofu-") && tofu.partial_key().len() == 5 + 64);
+        let pinned = Wanted { id: "m", sha256: Some("ab"), size: Some(1), cap: 1 };
+        assert_eq!(pinned.partial_key("https://a/1"), "ab");
+        let tofu = Wanted { id: "m", sha256: None, size: None, cap: 1 };
+        let key = tofu.partial_key("https://a/1");
+        assert!(key.starts_with("tofu-") && key.len() == 5 + 64);
+        assert_ne!(key, tofu.partial_key("https://a/2"), "another URL never continues this partial");
+        let env = Wanted { id: "m.environment", sha256: None, size: None, cap: 1 };
+        assert_ne!(key, env.partial_key("https://a/1"));
     }
 }

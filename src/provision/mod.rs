@@ -99,7 +99,8 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     }
 
     check_free_space(&cache, &missing)?;
-    let downloader = Downloader::new(opts.download.clone()).map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?;
+    let downloader = Downloader::new(opts.download.clone(), !manifest.allow_http)
+        .map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?;
     let mut failed = Vec::new();
     for model in &missing {
         match fetch_model(&cache, &downloader, model, &manifest, &opts.roboflow) {
@@ -109,6 +110,8 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
                 summary.resumed += usize::from(fetched.resumed);
                 records.push(record);
             }
+            // A bad environment.json is the manifest's problem: no retry at the next boot helps.
+            Err(e) if crate::exit::exit_for(&e) == Exit::Config => return Err(e),
             Err(e) => {
                 log::error!("{}: {e:#}", model.id);
                 failed.push(model.id.clone());
@@ -149,8 +152,8 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
 /// The manifest, once its signature (when keys are configured) verified and it parsed.
 pub fn trusted_manifest(path: &Path, bytes: &[u8], sig: Option<&[u8]>, keys: &[String]) -> anyhow::Result<Manifest> {
     match signature::verify(bytes, sig, keys) {
-        Ok(true) => log::info!("manifest {}: signature verified", path.display()),
-        Ok(false) => log::debug!("no trusted keys configured: manifest signature not required"),
+        Ok(true) => log::info!("manifest {}: signature verified ({} trusted key(s))", path.display(), keys.len()),
+        Ok(false) => log::info!("manifest {}: 0 trusted keys configured, signature not required", path.display()),
         Err(why) => return Err(Failure::new(Exit::Config, format!("manifest {} refused: {why}", path.display())).into()),
     }
     Manifest::parse(path, bytes).map_err(|e| Failure::new(Exit::Config, e.to_string()).into())
@@ -193,7 +196,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     cache::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
+/// Largest signature file read: an ed25519 signature is 64 bytes (128 as hex, plus a newline).
+const MAX_SIGNATURE_BYTES: u64 = 1024;
+
 fn read_optional(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.len() > MAX_SIGNATURE_BYTES {
+            return Err(Failure::new(
+                Exit::Config,
+                format!("{} is {} bytes; an ed25519 signature is 64 bytes (or 128 hex digits)", path.display(), meta.len()),
+            )
+            .into());
+        }
+    }
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -234,22 +249,40 @@ pub fn check_persistent(dir: &Path, allow_volatile: bool) -> anyhow::Result<()> 
 
 /// The model's record when its blob is already in the cache (no network needed).
 fn reusable(cache: &Cache, current: Option<&Generation>, model: &Model) -> Option<ModelRecord> {
+    // Each file is reused on its own: the weights by digest (or, unpinned, by source), the
+    // environment only when the manifest still names the same one.
+    let prior = current.and_then(|g| g.models.iter().find(|r| r.id == model.id));
+    let env = match &model.environment {
+        // A Roboflow model's environment comes from the API answer: it goes with the weights.
+        None if matches!(model.source, Source::Roboflow(_)) => prior
+            .filter(|r| r.source == model.source.to_string())
+            .and_then(|r| r.environment_sha256.clone()),
+        None => None,
+        Some(source) => {
+            let same = prior.filter(|r| r.environment_source.as_deref() == Some(source.to_string().as_str()));
+            let sha = same.and_then(|r| r.environment_sha256.clone()).filter(|sha| cache.blob_path(sha).is_file());
+            Some(sha?)
+        }
+    };
     if let (Some(sha), Some(size)) = (&model.sha256, model.size) {
         if !cache.has_blob(sha, size) {
             return None;
         }
-        let env = current
-            .and_then(|g| g.models.iter().find(|r| r.id == model.id && &r.sha256 == sha))
-            .and_then(|r| r.environment_sha256.clone());
-        if model.environment.is_some() && env.is_none() {
-            return None;
-        }
         return Some(record(model, sha, size, Trust::Pinned, env));
     }
-    // Trust-on-first-use: reuse what the current generation recorded for the same source.
-    let shown = model.source.to_string();
-    let prior = current?.models.iter().find(|r| r.id == model.id && r.source == shown)?;
-    cache.has_blob(&prior.sha256, prior.size).then(|| prior.clone())
+    // Trust-on-first-use: reuse the weights the current generation recorded for the same source;
+    // what the manifest says now (family, classes, input) wins over what was recorded then.
+    let prior = prior.filter(|r| r.source == model.source.to_string())?;
+    if !cache.has_blob(&prior.sha256, prior.size) {
+        return None;
+    }
+    let mut rec = record(model, &prior.sha256, prior.size, Trust::TrustOnFirstUse, env);
+    if model.environment.is_none() {
+        rec.environment_source = prior.environment_source.clone();
+    }
+    rec.family = model.family.clone().or(prior.family.clone());
+    rec.classes = model.classes.clone().or(prior.classes.clone());
+    Some(rec)
 }
 
 fn record(model: &Model, sha: &str, size: u64, trust: Trust, environment_sha256: Option<String>) -> ModelRecord {
@@ -262,6 +295,7 @@ fn record(model: &Model, sha: &str, size: u64, trust: Trust, environment_sha256:
         family: model.family.clone(),
         classes: model.classes.clone(),
         input: model.input,
+        environment_source: environment_sha256.as_ref().and(model.environment.as_ref()).map(|s| s.to_string()),
         environment_sha256,
     }
 }
@@ -284,6 +318,7 @@ fn fetch_model(
             device: &rf.device,
             attempts: downloader.attempts(),
             backoff: Duration::from_millis(500),
+            allow_http: manifest.allow_http,
         };
         let ort = api.resolve(id).map_err(|e| anyhow::anyhow!("model {}: {e}", model.id))?;
         let resolved = |url: &str| -> anyhow::Result<Source> {
@@ -300,23 +335,40 @@ fn fetch_model(
         }
         record_extra = (record_extra.0.or(ort.model_type), record_extra.1.or(ort.classes));
     }
-    let wanted = Wanted { id: &model.id, sha256: model.sha256.as_deref(), size: model.size };
+    let caps = downloader.settings();
+    let wanted = Wanted { id: &model.id, sha256: model.sha256.as_deref(), size: model.size, cap: caps.max_unpinned };
     let fetched = downloader.fetch(cache, &wanted, &candidates)?;
     cache.install_blob(&fetched.path, &fetched.sha256)?;
     let env = match &environment {
         Some(source) => {
             let env_id = format!("{}.environment", model.id);
-            let env_wanted = Wanted { id: &env_id, sha256: None, size: None };
+            let env_wanted = Wanted { id: &env_id, sha256: None, size: None, cap: caps.max_environment };
             let env = downloader.fetch(cache, &env_wanted, std::slice::from_ref(source))?;
+            check_environment(&env.path, &model.id, source)?;
             cache.install_blob(&env.path, &env.sha256)?;
-            Some(env.sha256)
+            Some((env.sha256, source.to_string()))
         }
         None => None,
     };
     let trust = if model.sha256.is_some() { Trust::Pinned } else { Trust::TrustOnFirstUse };
-    let mut rec = record(model, &fetched.sha256, fetched.size, trust, env);
+    let (env_sha, env_source) = env.unzip();
+    let mut rec = record(model, &fetched.sha256, fetched.size, trust, env_sha);
+    rec.environment_source = env_source;
     (rec.family, rec.classes) = record_extra;
     Ok((rec, fetched))
+}
+
+/// An environment.json that would fail every model load is refused at provision (exit 3), not
+/// discovered by a restart loop later.
+fn check_environment(path: &Path, id: &str, source: &Source) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    match crate::vision::environment::parse(&bytes) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(Failure::new(Exit::Config, format!("model {id}: {e} (from {source})")).into())
+        }
+    }
 }
 
 /// Fails early when the missing models cannot fit, instead of filling the disk halfway.

@@ -80,6 +80,9 @@ pub struct Api<'a> {
     pub device: &'a str,
     pub attempts: u32,
     pub backoff: Duration,
+    /// The manifest's `allow_http`: without it an http:// `api_base` is refused (the key would
+    /// travel in cleartext).
+    pub allow_http: bool,
 }
 
 impl Api<'_> {
@@ -90,17 +93,30 @@ impl Api<'_> {
         let key = self.key.ok_or(
             "roboflow sources need an API key: set roboflow.api_key or ROBOFLOW_API_KEY (it is never logged)",
         )?;
+        if self.base.starts_with("http://") {
+            if !self.allow_http {
+                return Err(format!(
+                    "roboflow.api_base {} is plain http: the API key would travel in cleartext; use https, or set \
+                     allow_http = true in the manifest for a lab network",
+                    redact_url(self.base)
+                ));
+            }
+            log::warn!("roboflow.api_base {} is plain http: the API key travels in cleartext (allow_http = true)", redact_url(self.base));
+        }
         let url = format!(
-            "{}/ort/{dataset}/{version}?api_key={}&device={}&nocache=true&dynamic=true",
+            "{}/ort/{}/{}?api_key={}&device={}&nocache=true&dynamic=true",
             self.base,
-            key.expose(),
-            self.device
+            encode(&dataset),
+            encode(&version),
+            encode(key.expose()),
+            encode(self.device)
         );
         let shown = redact_url(&url);
         let mut last = String::new();
         for attempt in 1..=self.attempts.max(1) {
-            match self.agent.get(&url).call() {
+            match self.agent.get(&url).header("Accept-Encoding", "identity").call() {
                 Ok(mut response) => {
+                    super::download::log_redirect(id, &url, &response);
                     let status = response.status().as_u16();
                     match status {
                         200 => {
@@ -130,9 +146,26 @@ impl Api<'_> {
     }
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters, so a key with a space, `&`
+/// or `#` is sent whole and masked whole.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode("ab c#d&e=f"), "ab%20c%23d%26e%3Df");
+        assert_eq!(encode("rf_live-1.2~"), "rf_live-1.2~");
+    }
 
     #[test]
     fn aliases_and_ids_resolve() {

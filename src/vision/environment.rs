@@ -13,13 +13,6 @@ pub struct Environment {
     pub classes: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
-struct Raw {
-    #[serde(rename = "PREPROCESSING")]
-    preprocessing: Option<serde_json::Value>,
-    #[serde(rename = "CLASS_MAP")]
-    class_map: Option<std::collections::BTreeMap<String, String>>,
-}
 
 #[derive(Deserialize)]
 struct ResizeStep {
@@ -30,9 +23,10 @@ struct ResizeStep {
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Environment, String> {
-    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| format!("environment.json: {e}"))?;
+    let raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("environment.json: not JSON: {e}"))?;
+    let raw = raw.as_object().ok_or("environment.json: expected an object at the top level")?;
     let mut env = Environment::default();
-    if let Some(pre) = raw.preprocessing {
+    if let Some(pre) = raw.get("PREPROCESSING").cloned() {
         // Usually a string holding JSON; accept an object as well.
         let pre = match pre {
             serde_json::Value::String(s) => serde_json::from_str(&s).map_err(|e| format!("environment.json PREPROCESSING: {e}"))?,
@@ -54,7 +48,9 @@ pub fn parse(bytes: &[u8]) -> Result<Environment, String> {
             }
         }
     }
-    if let Some(map) = raw.class_map {
+    if let Some(map) = raw.get("CLASS_MAP") {
+        let map = serde_json::from_value(map.clone())
+            .map_err(|e| format!("environment.json CLASS_MAP: must map class ids to names, as {{\"0\": \"car\"}} ({e})"))?;
         env.classes = Some(class_list(map)?);
     }
     Ok(env)

@@ -56,6 +56,11 @@ pub struct Nginx {
 impl Nginx {
     /// Serves `root` at `/` and, at 4 MiB/s, at `/slow/`.
     pub fn start(dir: &Path, root: &Path, pki: &Pki) -> Nginx {
+        Nginx::start_with(dir, root, pki, "")
+    }
+
+    /// Like [`Nginx::start`], with `extra` nginx directives inside the server block (locations).
+    pub fn start_with(dir: &Path, root: &Path, pki: &Pki, extra: &str) -> Nginx {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -70,7 +75,7 @@ impl Nginx {
              access_log {d}/access.log;\nclient_body_temp_path {d}/tmp;\nproxy_temp_path {d}/tmp;\n\
              fastcgi_temp_path {d}/tmp;\nuwsgi_temp_path {d}/tmp;\nscgi_temp_path {d}/tmp;\n\
              server {{\nlisten 127.0.0.1:{port} ssl;\nssl_certificate {cert};\nssl_certificate_key {key};\n\
-             location / {{ root {r}; }}\nlocation /slow/ {{ alias {r}/; limit_rate 4m; }}\n}}\n}}\n",
+             location / {{ root {r}; }}\nlocation /slow/ {{ alias {r}/; limit_rate 4m; }}\n{extra}\n}}\n}}\n",
             cert = pki.dir.join("server.pem").display(),
             key = pki.dir.join("server.key").display(),
         );
