@@ -112,3 +112,88 @@ fn unexpected_entries_are_refused() {
     assert!(out.stderr.contains("unexpected entry `etc/cron.d/evil`"), "{}", out.stderr);
     assert!(!offline.sandbox.path().join("cache/current").exists());
 }
+
+/// A signed version-3 bundle of one model (family yolov8, classes car/bus), and the trusted key.
+fn signed_bundle() -> (Unit, PathBuf, String) {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let key = Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).unwrap();
+    let trusted: String = key.public_key().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let data = payload(30_000, 5);
+    let unit = Unit::new();
+    unit.sandbox.write("outpost.toml", &format!("[provision]\ntrusted_keys = [\"{trusted}\"]\n"));
+    let blob = unit.sandbox.path().join("a.bin");
+    std::fs::write(&blob, &data).unwrap();
+    let text = format!(
+        "version = 3\n[[models]]\nid = \"a\"\nsource = \"file://{}\"\nsha256 = \"{}\"\nsize = 30000\nfamily = \"yolov8\"\nclasses = [\"car\", \"bus\"]\n",
+        blob.display(),
+        sha256_hex(&data)
+    );
+    let manifest = unit.sandbox.write("models.toml", &text);
+    std::fs::write(format!("{}.sig", manifest.display()), key.sign(text.as_bytes()).as_ref()).unwrap();
+    assert_eq!(unit.cmd(&["provision", "--manifest"], &manifest).code, 0);
+    let bundle = unit.sandbox.path().join("signed.tar");
+    assert_eq!(unit.cmd(&["cache", "export"], &bundle).code, 0);
+    (unit, bundle, trusted)
+}
+
+/// Rewrites `bundle` with `edit` applied to the bytes of the member `name`.
+fn edit_member(bundle: &Path, name: &str, edit: impl Fn(Vec<u8>) -> Vec<u8>) {
+    let mut out = tar::Builder::new(Vec::new());
+    let mut archive = tar::Archive::new(std::fs::File::open(bundle).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        if path.to_str() == Some(name) {
+            bytes = edit(bytes);
+        }
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        out.append_data(&mut header, path, &bytes[..]).unwrap();
+    }
+    std::fs::write(bundle, out.into_inner().unwrap()).unwrap();
+}
+
+fn unit_trusting(trusted: &str) -> Unit {
+    let unit = Unit::new();
+    unit.sandbox.write("outpost.toml", &format!("[provision]\ntrusted_keys = [\"{trusted}\"]\n"));
+    unit
+}
+
+#[test]
+fn a_signed_bundle_whose_record_was_edited_is_refused() {
+    let (_online, bundle, trusted) = signed_bundle();
+    let edits: [(&str, fn(String) -> String); 3] = [
+        ("classes", |t| t.replace("\"bus\"", "\"person\"")),
+        ("family", |t| t.replace("\"yolov8\"", "\"yolov5\"")),
+        ("input", |t| t.replace("\"input\": null", "\"input\": [32, 32]")),
+    ];
+    for (field, edit) in edits {
+        let tampered = bundle.with_file_name(format!("tampered-{field}.tar"));
+        std::fs::copy(&bundle, &tampered).unwrap();
+        edit_member(&tampered, "generation.json", |b| edit(String::from_utf8(b).unwrap()).into_bytes());
+        let unit = unit_trusting(&trusted);
+        let out = unit.cmd(&["cache", "import"], &tampered);
+        assert_eq!(out.code, 3, "{field}: {}", out.stderr);
+        assert!(out.stderr.contains("differs from the manifest") && out.stderr.contains(field), "{field}: {}", out.stderr);
+        assert!(!unit.sandbox.path().join("cache/current").exists());
+    }
+    // The untouched bundle imports.
+    assert_eq!(unit_trusting(&trusted).cmd(&["cache", "import"], &bundle).code, 0);
+}
+
+#[test]
+fn a_bundle_refused_for_its_signature_writes_no_blob() {
+    let (_online, bundle, trusted) = signed_bundle();
+    edit_member(&bundle, "manifest.toml", |b| [b, b"# edited after signing\n".to_vec()].concat());
+    let unit = unit_trusting(&trusted);
+    let out = unit.cmd(&["cache", "import"], &bundle);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let blobs = support::files_under(&unit.sandbox.path().join("cache"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("blobs") || p.to_string_lossy().contains("partial"))
+        .count();
+    assert_eq!(blobs, 0, "nothing was written before the signature was checked");
+}

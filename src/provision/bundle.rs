@@ -96,6 +96,7 @@ pub fn import(opts: &Options, bundle: &Path) -> anyhow::Result<Imported> {
     let mut manifest_bytes = None;
     let mut signature = None;
     let mut imported = Imported { generation: 0, blobs: 0, already_present: 0 };
+    let mut signature_checked = false;
     let mut archive = tar::Archive::new(file);
     for entry in archive.entries().with_context(|| format!("reading bundle {}", bundle.display()))? {
         let mut entry = entry.with_context(|| format!("reading bundle {}", bundle.display()))?;
@@ -106,6 +107,15 @@ pub fn import(opts: &Options, bundle: &Path) -> anyhow::Result<Imported> {
             SIGNATURE => signature = Some(read_small(&mut entry, &name)?),
             _ => match name.strip_prefix(BLOBS).filter(|sha| is_digest(sha)) {
                 Some(sha) => {
+                    // Signed manifests are checked before the first blob touches the flash, so a
+                    // refused bundle leaves nothing behind (export writes them first).
+                    if !opts.trusted_keys.is_empty() && !signature_checked {
+                        let bytes = manifest_bytes.as_deref().ok_or_else(|| {
+                            Failure::new(Exit::Config, format!("bundle {}: blobs come before {MANIFEST}; refusing it", bundle.display()))
+                        })?;
+                        trusted_manifest(&bundle.join(MANIFEST), bytes, signature.as_deref(), &opts.trusted_keys)?;
+                        signature_checked = true;
+                    }
                     if import_blob(&cache, sha, &mut entry)? {
                         imported.blobs += 1;
                     } else {
@@ -127,16 +137,45 @@ pub fn import(opts: &Options, bundle: &Path) -> anyhow::Result<Imported> {
     if record.manifest_sha256 != manifest_sha {
         bail!("bundle {}: {RECORD} was not made from the bundled manifest", bundle.display());
     }
-    for model in &manifest.models {
-        let rec = record.models.iter().find(|r| r.id == model.id);
-        let matches = rec.is_some_and(|r| model.sha256.as_ref().is_none_or(|pinned| *pinned == r.sha256));
-        if !matches {
-            bail!("bundle {}: model `{}` of the manifest is not in the bundle's record", bundle.display(), model.id);
-        }
-    }
+    check_record(&manifest, &record).map_err(|why| Failure::new(Exit::Config, format!("bundle {}: {why}; refusing it", bundle.display())))?;
     imported.generation = commit_next(&cache, &manifest, manifest_sha, record.models, &manifest_bytes, signature.as_deref())
         .map_err(|e| Failure::new(Exit::Provisioning, format!("bundle {}: {e:#}", bundle.display())))?;
     Ok(imported)
+}
+
+/// The bundle's record may only repeat what the (signed) manifest says: the same models, and for
+/// each the pinned digest and size, family, classes and input. Anything else in it could have
+/// been edited after signing. (A Roboflow model's family and classes from the API are not in the
+/// manifest and are kept as recorded.)
+fn check_record(manifest: &super::manifest::Manifest, record: &Generation) -> Result<(), String> {
+    if let Some(extra) = record.models.iter().find(|r| !manifest.models.iter().any(|m| m.id == r.id)) {
+        return Err(format!("{RECORD} lists model `{}`, which the manifest does not", extra.id));
+    }
+    for model in &manifest.models {
+        let rec = record
+            .models
+            .iter()
+            .find(|r| r.id == model.id)
+            .ok_or_else(|| format!("model `{}` of the manifest is not in {RECORD}", model.id))?;
+        let from_api = matches!(model.source, super::manifest::Source::Roboflow(_));
+        let differs = |field: &str| format!("{RECORD} differs from the manifest in model `{}`'s {field}", model.id);
+        if model.sha256.as_ref().is_some_and(|pinned| *pinned != rec.sha256) {
+            return Err(differs("sha256"));
+        }
+        if model.size.is_some_and(|size| size != rec.size) {
+            return Err(differs("size"));
+        }
+        if rec.input != model.input {
+            return Err(differs("input"));
+        }
+        if (model.family.is_some() || !from_api) && rec.family != model.family {
+            return Err(differs("family"));
+        }
+        if (model.classes.is_some() || !from_api) && rec.classes != model.classes {
+            return Err(differs("classes"));
+        }
+    }
+    Ok(())
 }
 
 /// Streams one blob into the partial area, hashing it; installs it only if it matches its name.
