@@ -453,3 +453,51 @@ fn malformed_sources_are_configuration_errors_and_a_missing_jsonl_folder_is_crea
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(std::fs::read_to_string(&jsonl).unwrap().lines().count(), 1);
 }
+
+/// A folder whose only image is not an image.
+fn broken_images(s: &Sandbox) -> PathBuf {
+    let dir = s.path().join("broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.png"), b"not a png at all").unwrap();
+    dir
+}
+
+#[test]
+fn a_looping_folder_of_broken_images_backs_off_and_sigterm_exits_zero() {
+    let s = faces_sandbox();
+    let dir = broken_images(&s);
+    let child = outpost_run(&s, &format!("dir:{}", dir.display()), &["run.loop=true", "run.fail_after_secs=0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "a requested stop is a clean exit: {stderr}");
+    let errors = summary_value(&stderr, "frame_errors");
+    assert!((1..200).contains(&errors), "backed off instead of spinning: {errors} errors in ~3 s");
+}
+
+#[test]
+fn a_unit_whose_every_frame_fails_says_so_and_exits_one() {
+    let s = faces_sandbox();
+    let dir = broken_images(&s);
+    let started = Instant::now();
+    let out = run(&mut outpost_run(&s, &format!("dir:{}", dir.display()), &["run.loop=true", "run.fail_after_secs=2"]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("no frame has succeeded") && out.stderr.contains("run.fail_after_secs"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_centerface_input_that_is_not_a_multiple_of_32_is_rounded_up() {
+    let s = faces_sandbox();
+    let dir = images_dir(&s, &["astronaut.png"]);
+    let out = run(&mut outpost_run(&s, &format!("dir:{}", dir.display()), &["run.input=100x100"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("WARN"), "no frame failed: {}", out.stderr);
+}

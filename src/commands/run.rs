@@ -86,8 +86,9 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         stats_interval: config.run.stats_interval,
         reopen: config.camera.reopen,
         stop_timeout: config.run.stop_timeout,
+        fail_after: config.run.fail_after,
     };
-    let stats = pipeline::run(
+    let outcome = pipeline::run(
         source,
         &mut detector,
         &mut sinks,
@@ -95,7 +96,9 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         &stop,
         &mut notifier,
     )?;
-    if stats.processed == 0 && stats.frame_errors > 0 {
+    let stats = outcome.stats;
+    // A requested stop is a clean end, whatever the frames did.
+    if stats.processed == 0 && stats.frame_errors > 0 && !outcome.stop_requested {
         return Err(Failure::new(
             Exit::Runtime,
             format!(

@@ -348,6 +348,14 @@ pub const KEYS: &[KeyDef] = &[
         help: "how often frame counters and stage timings are logged (0 = only at exit)",
     },
     KeyDef {
+        name: "run.fail_after_secs",
+        kind: Kind::Int,
+        default: Some("60"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "when every frame has failed for this long, exit 1 so the service manager acts (0 = never)",
+    },
+    KeyDef {
         name: "run.stop_timeout_secs",
         kind: Kind::Int,
         default: Some("10"),

@@ -103,6 +103,8 @@ pub struct Run {
     /// Zero = only at exit.
     pub stats_interval: Duration,
     pub stop_timeout: Duration,
+    /// Every frame failing for this long ends the run (exit 1); zero = never.
+    pub fail_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -223,6 +225,7 @@ impl Config {
                 frames: int_in(s, "run.frames", 0, i64::MAX)? as u64,
                 stats_interval: Duration::from_secs(int_in(s, "run.stats_interval_secs", 0, 86_400)? as u64),
                 stop_timeout: Duration::from_secs(int_in(s, "run.stop_timeout_secs", 1, 3600)? as u64),
+                fail_after: Duration::from_secs(int_in(s, "run.fail_after_secs", 0, 86_400)? as u64),
             },
             sinks: Sinks {
                 jsonl: match string(s, "sinks.jsonl")?.as_str() {

@@ -28,6 +28,17 @@ pub struct Options {
     pub reopen: Duration,
     /// How long the sinks may take to flush at the end.
     pub stop_timeout: Duration,
+    /// Every frame failing (inference or decoding) for this long ends the run with an error, so
+    /// a unit that outputs nothing is not reported healthy; zero = never.
+    pub fail_after: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stats: Stats,
+    /// A stop was requested (SIGTERM/SIGINT), as opposed to the source or `frames` ending it.
+    pub stop_requested: bool,
 }
 
 /// Runs until the source ends, `frames` are done, or `stop` is set; returns the final counts.
@@ -38,7 +49,7 @@ pub fn run(
     opts: &Options,
     stop: &Arc<AtomicBool>,
     notifier: &mut Notifier,
-) -> anyhow::Result<Stats> {
+) -> anyhow::Result<Outcome> {
     let source_name: Arc<str> = source.name().into();
     let slot = Arc::new(Slot::default());
     let shared = Arc::new(Mutex::new(Stats::default()));
@@ -61,8 +72,16 @@ pub fn run(
         .unwrap_or(Duration::from_secs(1))
         .min(Duration::from_secs(1));
     notifier.status(&format!("waiting for the first frame from {source_name}"));
+    let mut health = Health::new(opts.fail_after);
+    let mut failure = None;
 
     while !stop.load(Ordering::Relaxed) && (opts.frames == 0 || processed.processed < opts.frames) {
+        if let Some(why) = health.check(&snapshot(&shared, &processed, &slot, sinks)) {
+            log::error!("{why}");
+            notifier.status(&why);
+            failure = Some(why);
+            break;
+        }
         notifier.watchdog();
         // max_fps: idle until the next frame is due; the camera keeps the slot fresh meanwhile.
         if let Some(due) = next_due {
@@ -114,6 +133,7 @@ pub fn run(
     }
 
     // Wind down: stop the capture thread (it waits at most one dequeue), then flush the sinks.
+    let stop_requested = stop.load(Ordering::Relaxed);
     notifier.stopping("stopping: flushing sinks");
     stop.store(true, Ordering::Relaxed);
     slot.close();
@@ -133,7 +153,49 @@ pub fn run(
         started.elapsed().as_secs_f64(),
         total.line(started.elapsed())
     );
-    Ok(total)
+    if let Some(why) = failure {
+        return Err(crate::exit::Failure::new(crate::exit::Exit::Runtime, why).into());
+    }
+    Ok(Outcome { stats: total, stop_requested })
+}
+
+/// Watches for a pipeline that runs but produces nothing: frames keep failing and none has
+/// succeeded for `limit`. (A camera that is away is not this: it is reopened, and its capture
+/// errors do not count.)
+struct Health {
+    limit: Duration,
+    last_ok: Instant,
+    last_error: Instant,
+    processed: u64,
+    errors: u64,
+    errors_at_ok: u64,
+}
+
+impl Health {
+    fn new(limit: Duration) -> Health {
+        let now = Instant::now();
+        Health { limit, last_ok: now, last_error: now, processed: 0, errors: 0, errors_at_ok: 0 }
+    }
+
+    /// `Some(why)` once no frame has succeeded for `limit` while frames kept failing.
+    fn check(&mut self, now: &Stats) -> Option<String> {
+        if now.processed > self.processed {
+            (self.processed, self.last_ok, self.errors_at_ok) = (now.processed, Instant::now(), now.frame_errors);
+        }
+        if now.frame_errors > self.errors {
+            (self.errors, self.last_error) = (now.frame_errors, Instant::now());
+        }
+        let failing = self.errors > self.errors_at_ok && self.last_error.elapsed() < self.limit;
+        if self.limit.is_zero() || !failing || self.last_ok.elapsed() < self.limit {
+            return None;
+        }
+        Some(format!(
+            "no frame has succeeded for {}s while {} failed: the unit outputs nothing; exiting so the service \
+             manager can act (run.fail_after_secs)",
+            self.last_ok.elapsed().as_secs(),
+            self.errors - self.errors_at_ok
+        ))
+    }
 }
 
 /// One frame through the model and the sinks; failures are counted, never fatal.
@@ -207,11 +269,14 @@ fn capture_loop(
     let live = source.is_live();
     let mut delay = reopen;
     let mut last_error_logged: Option<Instant> = None;
+    // Frames failing back to back (a looping folder of broken images) must not spin a core.
+    let mut failing_in_a_row = 0u32;
     while !stop.load(Ordering::Relaxed) && !slot.is_closed() {
         let mut frame = slot.spare();
         match source.next(&mut frame) {
             Ok(Next::Frame) => {
                 delay = reopen;
+                failing_in_a_row = 0;
                 {
                     let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
                     s.captured += 1;
@@ -235,6 +300,11 @@ fn capture_loop(
                 if last_error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                     log::warn!("skipping a frame: {e:#}");
                     last_error_logged = Some(Instant::now());
+                }
+                failing_in_a_row = failing_in_a_row.saturating_add(1);
+                if failing_in_a_row > 3 {
+                    let pause = Duration::from_millis(10 << (failing_in_a_row - 3).min(9)).min(Duration::from_secs(5));
+                    sleep_unless(stop, pause);
                 }
             }
             Err(e) => {
