@@ -173,3 +173,66 @@ fn a_current_naming_a_missing_or_garbled_generation_falls_back_and_is_repaired()
         assert_eq!(run(unit.outpost().arg("doctor")).code, 0);
     }
 }
+
+#[test]
+fn a_newer_manifest_that_cannot_be_fetched_yet_runs_the_installed_generation_then_switches() {
+    use support::http::{serve_file, Response, Server};
+    let unit = Unit::new();
+    let seed = unit.faces_manifest("seed.toml", 1, "seed");
+    assert_eq!(unit.provision(&seed, &[]).code, 0);
+    // Version 2 adds a model whose server is down at boot (first request) and back a second later.
+    let extra = payload(5_000, 77);
+    let served = extra.clone();
+    let server = Server::start(move |req, n| if n == 0 { Response::status(503) } else { serve_file(req, &served, "\"x\"") });
+    let seed_models = std::fs::read_to_string(&seed).unwrap().replace("version = 1", "version = 2");
+    let v2 = unit.sandbox.write(
+        "models.toml",
+        &format!(
+            "allow_http = true\n{seed_models}[[models]]\nid = \"extra\"\nsource = \"{}\"\nsha256 = \"{}\"\nsize = {}\n",
+            server.url("/extra"),
+            sha256_hex(&extra),
+            extra.len()
+        ),
+    );
+    let images = fixtures().join("images");
+    let run_unit = || {
+        run(unit
+            .outpost()
+            .env("OUTPOST_DOWNLOAD_RETRIES", "0")
+            .env("OUTPOST_PROVISION_RETRY_SECS", "1")
+            .args(["--set", "run.model=faces", "--set", "run.loop=true", "--set", "run.max_fps=2", "--set", "run.input=64x64"])
+            .args(["run", "--frames", "6", "--manifest"])
+            .arg(&v2)
+            .arg("--source")
+            .arg(format!("dir:{}", images.display())))
+    };
+    let out = run_unit();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("running the installed generation 1"), "{}", out.stderr);
+    assert!(out.stderr.contains("restarting to load the new generation"), "{}", out.stderr);
+    assert!(out.stdout.lines().count() >= 6, "inferred before and after the switch: {}", out.stdout);
+    let ls = run(unit.outpost().args(["cache", "ls", "--json"]));
+    let gen: serde_json::Value = serde_json::from_str(&ls.stdout).unwrap();
+    assert_eq!(gen["manifest_version"], 2, "{}", ls.stdout);
+}
+
+#[test]
+fn require_complete_keeps_a_unit_without_its_new_manifest_down() {
+    use support::http::Server;
+    let unit = Unit::new();
+    assert_eq!(unit.provision(&unit.blob_manifest("v1.toml", 1, 1), &[]).code, 0);
+    let server = Server::start(|_, _| support::http::Response::status(503));
+    let v2 = unit.sandbox.write(
+        "v2.toml",
+        &format!("version = 2\nallow_http = true\n[[models]]\nid = \"m\"\nsource = \"{}\"\nsha256 = \"{}\"\nsize = 10\n", server.url("/m"), "ab".repeat(32)),
+    );
+    let out = run(unit
+        .outpost()
+        .env("OUTPOST_DOWNLOAD_RETRIES", "0")
+        .env("OUTPOST_PROVISION_REQUIRE_COMPLETE", "true")
+        .args(["run", "--frames", "1", "--manifest"])
+        .arg(&v2)
+        .arg("--source")
+        .arg(format!("dir:{}", fixtures().join("images").display())));
+    assert_eq!(out.code, 4, "{}", out.stderr);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Global, ModelArgs, RunArgs};
-use crate::exit::{Exit, Failure};
+use crate::exit::{exit_for, Exit, Failure};
 use crate::notify::Notifier;
 use crate::pipeline::{self, Options};
 use crate::provision::cache::Cache;
@@ -23,6 +23,8 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
     // 1. Provisioning: the cache must hold the manifest's models before anything else runs.
     let opts = super::provision::options(config, &args.provision);
     let cache = Cache::new(&config.cache_dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let new_generation = Arc::new(AtomicBool::new(false));
     if !opts.manifest.exists() && cache.current()?.is_some() {
         log::warn!(
             "manifest {} does not exist; running the models already in the cache",
@@ -39,6 +41,18 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
                 summary.generation,
                 summary.models
             ),
+            Err(e) if exit_for(&e) == Exit::Provisioning && !config.provision.require_complete => {
+                let Some(current) = cache.current()? else {
+                    return Err(e);
+                };
+                log::warn!(
+                    "{e:#}; running the installed generation {} (manifest version {}) meanwhile, retrying in the \
+                     background (provision.require_complete = true exits instead)",
+                    current.generation,
+                    current.manifest_version
+                );
+                crate::provision::retry::spawn(opts.clone(), config.provision.retry, new_generation.clone(), stop.clone());
+            }
             Err(e) => run_installed_if_superseded(&cache, e)?,
         }
     }
@@ -74,7 +88,6 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
     // crash-safe, nothing else is open); from here it lets the current frame finish and the
     // sinks flush. A stop that outlasts the timeout (a frame stuck in a slow model)
     // ends the process anyway, after any JSON line being written is complete.
-    let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stop)?;
     spawn_stop_guard(
         stop.clone(),
@@ -96,6 +109,9 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         &stop,
         &mut notifier,
     )?;
+    if new_generation.load(Ordering::SeqCst) {
+        restart_on_new_generation();
+    }
     let stats = outcome.stats;
     // A requested stop is a clean end, whatever the frames did.
     if stats.processed == 0 && stats.frame_errors > 0 && !outcome.stop_requested {
@@ -109,6 +125,19 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Replaces this process with a fresh `outpost` with the same arguments (same PID, so systemd
+/// keeps supervising it): the new generation is loaded the way a boot loads it.
+fn restart_on_new_generation() {
+    use std::os::unix::process::CommandExt;
+    log::info!("restarting to load the new generation");
+    let Ok(exe) = std::env::current_exe() else {
+        log::error!("cannot find this executable to restart; the new generation is used from the next start");
+        return;
+    };
+    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
+    log::error!("restart failed: {err}; the new generation is used from the next start");
 }
 
 /// A seed manifest that a bundle import or a newer manifest has superseded must not stop the

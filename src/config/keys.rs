@@ -180,6 +180,22 @@ pub const KEYS: &[KeyDef] = &[
         help: "ed25519 public keys (hex); when set, the manifest must carry a valid .sig",
     },
     KeyDef {
+        name: "provision.require_complete",
+        kind: Kind::Bool,
+        default: Some("false"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "run: exit 4 when the manifest cannot be provisioned, instead of running the installed generation",
+    },
+    KeyDef {
+        name: "provision.retry_secs",
+        kind: Kind::Int,
+        default: Some("60"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "run: first delay of the background provisioning retries (doubling, at most 1 h)",
+    },
+    KeyDef {
         name: "provision.lock_wait_secs",
         kind: Kind::Int,
         default: Some("300"),

@@ -156,6 +156,10 @@ pub struct Provision {
     pub manifest: PathBuf,
     pub trusted_keys: Vec<String>,
     pub lock_wait: Duration,
+    /// `run` refuses to start on an older generation when the manifest cannot be provisioned.
+    pub require_complete: bool,
+    /// First delay between background provisioning attempts under `run`.
+    pub retry: Duration,
 }
 
 /// How provisioning downloads behave (`download.*`); used as is by the download engine.
@@ -290,6 +294,8 @@ impl Config {
                 manifest: PathBuf::from(string(s, "provision.manifest")?),
                 trusted_keys: trusted_keys(s)?,
                 lock_wait: Duration::from_secs(int_in(s, "provision.lock_wait_secs", 0, 86_400)? as u64),
+                require_complete: boolean(s, "provision.require_complete")?,
+                retry: Duration::from_secs(int_in(s, "provision.retry_secs", 1, 86_400)? as u64),
             },
             download: Download {
                 ca_file: optional_string(s, "download.ca_file")?.map(PathBuf::from),

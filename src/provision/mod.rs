@@ -8,6 +8,7 @@ pub mod download;
 pub mod maintain;
 pub mod manifest;
 pub mod progress;
+pub mod retry;
 pub mod roboflow;
 pub mod rollback;
 pub mod signature;
