@@ -77,6 +77,21 @@ def main(outdir):
     # Classification with one +Inf logit: that class at 1.0.
     constant_model(at("classification_inf.onnx"), [("probs", np.array([[0.5, INF, 1.0, NAN]]))])
 
+    # YOLOv8 layouts the longer-axis guess got wrong: 600 classes at 160x160 ([1, 604, 525]) and
+    # 80 classes at 32x32 ([1, 84, 21]); one box each.
+    constant_model(at("yolov8_600classes_160.onnx"), [("output0", yolov8_head(600, 525, [
+        (3, 80.0, 80.0, 40.0, 20.0, 599, 0.8),
+    ]))], input_shape=(1, 3, 160, 160))
+    constant_model(at("yolov8_80classes_32.onnx"), [("output0", yolov8_head(80, 21, [
+        (5, 16.0, 16.0, 8.0, 8.0, 7, 0.9),
+    ]))], input_shape=(1, 3, 32, 32))
+
+    # End-to-end head (YOLOv10 / YOLO26): [1, 300, 6] rows x1, y1, x2, y2, score, class.
+    e2e = np.zeros((1, 300, 6), dtype=np.float32)
+    e2e[0, 0] = (8.0, 8.0, 24.0, 40.0, 0.9, 2.0)
+    e2e[0, 1] = (0.0, 0.0, 4.0, 4.0, 0.1, 1.0)
+    constant_model(at("yolo_end2end.onnx"), [("output0", e2e)])
+
     # Hostile declared inputs: zero-sized and 100000x100000.
     head = [("output0", yolov8_head(1, 84, []))]
     constant_model(at("input_zero.onnx"), head, input_shape=(1, 3, 0, 0))

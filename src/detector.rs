@@ -61,6 +61,11 @@ impl Detector {
         }
     }
 
+    /// How many classes the model has, when its names say (manifest, environment, family).
+    fn class_count(&self) -> Option<usize> {
+        (!self.classes.is_empty()).then_some(self.classes.len())
+    }
+
     pub fn family(&self) -> Option<Family> {
         self.family
     }
@@ -131,7 +136,7 @@ impl Detector {
             }));
         }
         family
-            .detect(outputs, geo, input, &self.thresholds, &mut self.work, &mut self.dets)
+            .detect(outputs, geo, input, self.class_count(), &self.thresholds, &mut self.work, &mut self.dets)
             .map_err(|e| anyhow::anyhow!("model outputs do not fit family {family}: {e}"))?;
         Ok(Response::Detection(ObjectDetectionResponse {
             inference_id: uuid_v4(),

@@ -181,3 +181,33 @@ fn a_malformed_environment_is_refused_at_provision_naming_what_is_wrong() {
         assert!(!s.path().join("cache/current").exists(), "{name}: nothing activated");
     }
 }
+
+#[test]
+fn yolov8_layout_follows_the_anchor_count_not_the_longer_axis() {
+    let s = Sandbox::new();
+    for (model, class) in [("yolov8_600classes_160.onnx", "599"), ("yolov8_80classes_32.onnx", "7")] {
+        let out = detect(&s, &[&image(), "--model-file", &crafted(model), "--family", "yolov8"]);
+        let preds = predictions(&answer(&out));
+        assert_eq!(preds.len(), 1, "{model}: {preds:?}");
+        assert_eq!(preds[0].0, class, "{model}");
+    }
+}
+
+#[test]
+fn end_to_end_yolo_heads_are_corner_boxes_without_nms() {
+    let s = Sandbox::new();
+    for family in ["yolov10n", "yolo26n"] {
+        let out = detect(&s, &[&image(), "--model-file", &crafted("yolo_end2end.onnx"), "--family", family]);
+        let v = answer(&out);
+        let preds = predictions(&v);
+        assert_eq!(preds, vec![("2".to_string(), 0.9)], "{family}: {v}");
+        // Corners (8, 8)-(24, 40) in the 64x64 input are (64, 64)-(192, 320) in the 512x512 image.
+        let p = &v["predictions"][0];
+        let n = |k: &str| p[k].as_f64().unwrap();
+        assert_eq!((n("x"), n("y"), n("width"), n("height")), (128.0, 192.0, 128.0, 256.0), "{family}: {p}");
+    }
+    // Read as a YOLOv8 head it does not fit, and says so.
+    let out = detect(&s, &[&image(), "--model-file", &crafted("yolo_end2end.onnx"), "--family", "yolov8"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("do not fit family yolov8"), "{}", out.stderr);
+}

@@ -96,7 +96,7 @@ fn yolov8_decode_nms_and_unletterbox_match_numpy_on_the_same_tensor() {
     let lb = &r["letterbox"];
     assert_eq!((geo.pad_x, geo.pad_y), (lb["pad_x"].as_f64().unwrap() as f32, lb["pad_y"].as_f64().unwrap() as f32));
     let (mut work, mut dets) = (Vec::new(), Detections::new());
-    Family::Yolov8.detect(&[out], &geo, (640, 640), &Thresholds::default(), &mut work, &mut dets).unwrap();
+    Family::Yolov8.detect(&[out], &geo, (640, 640), Some(80), &Thresholds::default(), &mut work, &mut dets).unwrap();
     let want = r["detections"].as_array().unwrap();
     assert!(!want.is_empty());
     assert_eq!(dets.len(), want.len(), "same number of detections");

@@ -4,6 +4,7 @@
 pub mod centerface;
 pub mod classification;
 pub mod detr;
+pub mod yolo_end2end;
 pub mod yolov5;
 pub mod yolov8;
 
@@ -17,18 +18,21 @@ use crate::backend::Output;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Yolov8,
+    /// YOLOv10 / YOLO26 end-to-end heads: boxes already final, no NMS.
+    YoloEnd2End,
     Yolov5,
     Detr,
     CenterFace,
     Classification,
 }
 
-pub const ALL: &[Family] = &[Family::Yolov8, Family::Yolov5, Family::Detr, Family::CenterFace, Family::Classification];
+pub const ALL: &[Family] = &[Family::Yolov8, Family::YoloEnd2End, Family::Yolov5, Family::Detr, Family::CenterFace, Family::Classification];
 
 impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::Yolov8 => "yolov8",
+            Family::YoloEnd2End => "yolo-end2end",
             Family::Yolov5 => "yolov5",
             Family::Detr => "detr",
             Family::CenterFace => "centerface",
@@ -40,7 +44,9 @@ impl Family {
         // Also accepts Roboflow's modelType names such as `yolov8n` or `rfdetr-base`.
         let lower = name.to_ascii_lowercase();
         let starts = |prefixes: &[&str]| prefixes.iter().any(|p| lower.starts_with(p));
-        let family = if starts(&["yolov8", "yolov11", "yolo11", "yolo26", "yolov10", "yolov9"]) {
+        let family = if starts(&["yolov10", "yolo26", "yolo-end2end"]) {
+            Family::YoloEnd2End
+        } else if starts(&["yolov8", "yolov11", "yolo11", "yolov9"]) {
             Family::Yolov8
         } else if starts(&["yolov5", "yolov7"]) {
             Family::Yolov5
@@ -85,7 +91,7 @@ impl Family {
     pub fn input_plan(self, size: Option<[u32; 2]>, model_hw: Option<(u32, u32)>, img: &RgbImage) -> InputPlan {
         let fixed = size.or(model_hw.map(|(h, w)| [w, h]));
         let (default, resize, norm) = match self {
-            Family::Yolov8 | Family::Yolov5 => ([640, 640], Resize::Letterbox { pad: 114 }, Normalize::Unit),
+            Family::Yolov8 | Family::YoloEnd2End | Family::Yolov5 => ([640, 640], Resize::Letterbox { pad: 114 }, Normalize::Unit),
             Family::Detr => ([560, 560], Resize::Stretch, IMAGENET),
             Family::Classification => ([224, 224], Resize::Stretch, Normalize::Unit),
             // CenterFace runs at the image's own size rounded up to a multiple of 32, on raw
@@ -108,13 +114,24 @@ impl Family {
         outputs: &[Output],
         geo: &Geometry,
         input: (u32, u32),
+        classes: Option<usize>,
         t: &Thresholds,
         work: &mut Vec<Detection>,
         out: &mut Detections,
     ) -> Result<(), String> {
         work.clear();
         match self {
-            Family::Yolov8 => yolov8::candidates(one(outputs, self)?, t, work)?,
+            Family::Yolov8 => yolov8::candidates(one(outputs, self)?, input, classes, t, work)?,
+            Family::YoloEnd2End => {
+                yolo_end2end::candidates(one(outputs, self)?, t, work)?;
+                admit(self, work)?;
+                // One box per object already: best first, no suppression.
+                work.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+                out.clear();
+                out.extend(work.iter().copied().take(t.max_detections.min(super::detection::MAX_DETECTIONS)));
+                to_source(out, geo);
+                return Ok(());
+            }
             Family::Yolov5 => yolov5::candidates(one(outputs, self)?, t, work)?,
             Family::CenterFace => centerface::candidates(outputs, t, work)?,
             Family::Detr => {
