@@ -254,3 +254,39 @@ fn power_loss_at_random_moments_never_leaves_a_trusted_corrupt_model() {
     let resumed = reqs.iter().filter(|(r, status)| r.header("range").is_some() && *status == 206).count();
     assert!(resumed * 2 >= reqs.len() - 1, "later attempts resume ({resumed} of {} requests)", reqs.len());
 }
+
+#[test]
+fn repair_resolves_relative_sources_where_the_manifest_was_and_keeps_the_bad_blob_until_replaced() {
+    let s = Setup::new(30_000);
+    let stick = s.sandbox.path().join("stick");
+    std::fs::create_dir_all(&stick).unwrap();
+    std::fs::write(stick.join("model.bin"), &s.data).unwrap();
+    let manifest = stick.join("models.toml");
+    std::fs::write(
+        &manifest,
+        format!("version = 1\n[[models]]\nid = \"m\"\nsource = \"file:model.bin\"\nsha256 = \"{}\"\nsize = {}\n", s.sha, s.data.len()),
+    )
+    .unwrap();
+    assert_eq!(s.provision(&manifest, &[]).code, 0);
+    let blob = s.cache().join("blobs/sha256").join(&s.sha);
+    let corrupt = |blob: &Path| {
+        let mut bytes = std::fs::read(blob).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(blob, &bytes).unwrap();
+        bytes
+    };
+
+    // The source is gone (stick removed): repair fails, and the blob is still there.
+    let bad = corrupt(&blob);
+    std::fs::rename(stick.join("model.bin"), stick.join("away.bin")).unwrap();
+    let out = run(s.outpost().args(["cache", "verify", "--repair"]));
+    assert_eq!(out.code, 4, "{}{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read(&blob).unwrap(), bad, "nothing deleted before a replacement exists");
+
+    // Back: the relative source resolves against the stick, not the cache's generations/.
+    std::fs::rename(stick.join("away.bin"), stick.join("model.bin")).unwrap();
+    let out = run(s.outpost().args(["cache", "verify", "--repair"]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read(&blob).unwrap(), s.data);
+    assert_eq!(s.verify().code, 0);
+}

@@ -53,7 +53,7 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
             }
             if *repair {
                 if let Some(generation) = report.generation {
-                    return refetch(&loaded.config, &cache, generation);
+                    return refetch(&loaded.config, &cache, generation, &report.corrupt);
                 }
             }
             Err(Failure::new(
@@ -105,12 +105,18 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
     }
 }
 
-/// `--repair`: fetch what is missing again, from the manifest the current generation was made of.
-fn refetch(config: &crate::config::Config, cache: &Cache, generation: u64) -> anyhow::Result<()> {
+/// `--repair`: fetch what is missing or corrupt again, from the manifest the current generation
+/// was made of (its relative `file:` sources resolved where that manifest was). A corrupt blob
+/// is replaced only once its replacement is verified: if the fetch fails, nothing is lost.
+fn refetch(config: &crate::config::Config, cache: &Cache, generation: u64, corrupt: &[String]) -> anyhow::Result<()> {
     let manifest = cache.root().join(format!("generations/{generation}.manifest"));
     log::info!("repairing: provisioning again from {}", manifest.display());
     let args = ProvisionArgs { manifest: Some(manifest), ..ProvisionArgs::default() };
-    let summary = crate::provision::provision(&super::provision::options(config, &args))?;
+    let mut opts = super::provision::options(config, &args);
+    opts.resolve_relative_to = cache.generation(generation)?.manifest_path;
+    opts.refetch = corrupt.to_vec();
+    // The stored manifest is the installed one: reinstalling it is never a rollback.
+    let summary = crate::provision::provision(&opts)?;
     println!("repaired: generation {} complete ({} fetched)", summary.generation, summary.fetched);
     Ok(())
 }

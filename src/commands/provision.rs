@@ -34,5 +34,7 @@ pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
             device: format!("outpost-{}", config.board),
         },
         download: config.download.clone(),
+        resolve_relative_to: None,
+        refetch: Vec::new(),
     }
 }

@@ -138,7 +138,7 @@ pub fn import(opts: &Options, bundle: &Path) -> anyhow::Result<Imported> {
         bail!("bundle {}: {RECORD} was not made from the bundled manifest", bundle.display());
     }
     check_record(&manifest, &record).map_err(|why| Failure::new(Exit::Config, format!("bundle {}: {why}; refusing it", bundle.display())))?;
-    imported.generation = commit_next(&cache, &manifest, manifest_sha, record.models, &manifest_bytes, signature.as_deref())
+    imported.generation = commit_next(&cache, &manifest, manifest_sha, record.models, &manifest_bytes, signature.as_deref(), None)
         .map_err(|e| Failure::new(Exit::Provisioning, format!("bundle {}: {e:#}", bundle.display())))?;
     Ok(imported)
 }

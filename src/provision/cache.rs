@@ -57,6 +57,10 @@ pub struct Generation {
     pub manifest_sha256: String,
     pub created_unix: u64,
     pub models: Vec<ModelRecord>,
+    /// Where the manifest was read from when this generation was provisioned: relative `file:`
+    /// sources of the stored copy resolve against its folder (`cache verify --repair`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_path: Option<std::path::PathBuf>,
 }
 
 /// The rollback floor: the highest manifest version this cache has ever verified, kept apart from
@@ -447,6 +451,7 @@ mod tests {
             manifest_sha256: "x".into(),
             created_unix: 0,
             models: vec![record(&"a".repeat(64), 3)],
+            manifest_path: None,
         };
         assert!(cache.commit(&gen, b"m", None).is_err());
         assert!(cache.current().unwrap().is_none(), "current must not move");
@@ -469,6 +474,7 @@ mod tests {
             manifest_sha256: "x".into(),
             created_unix: 0,
             models: vec![record(&sha, size)],
+            manifest_path: None,
         };
         cache.commit(&gen, b"version = 3", None).unwrap();
         assert_eq!(cache.current().unwrap(), Some(gen));

@@ -27,7 +27,8 @@ impl VerifyReport {
 }
 
 /// Re-hashes every blob and checks that the current generation's models are all present.
-/// With `repair`, corrupt blobs are deleted (so the next provisioning fetches them again).
+/// With `repair`, corrupt blobs that no generation references are deleted; referenced ones stay
+/// until a replacement is fetched over them (see `cache verify --repair`).
 pub fn verify(cache: &Cache, repair: bool) -> io::Result<VerifyReport> {
     let mut report = VerifyReport::default();
     for name in cache.blob_names()? {
@@ -38,13 +39,19 @@ pub fn verify(cache: &Cache, repair: bool) -> io::Result<VerifyReport> {
         if sha != name {
             log::error!("blob {name} is corrupt: its content hashes to {sha}");
             report.corrupt.push(name.clone());
-            if repair {
-                fs::remove_file(&path)?;
-                report.removed.push(name);
-            }
         }
     }
-    if let Some(gen) = cache.current()? {
+    let current = cache.current()?;
+    if repair {
+        let referenced = |sha: &str| {
+            current.iter().flat_map(|g| &g.models).any(|m| m.sha256 == sha || m.environment_sha256.as_deref() == Some(sha))
+        };
+        for name in report.corrupt.iter().filter(|n| !referenced(n)) {
+            fs::remove_file(cache.blob_path(name))?;
+            report.removed.push(name.clone());
+        }
+    }
+    if let Some(gen) = current {
         report.generation = Some(gen.generation);
         for m in &gen.models {
             let ok = cache.has_blob(&m.sha256, m.size) && !report.corrupt.contains(&m.sha256);

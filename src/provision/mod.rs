@@ -36,6 +36,12 @@ pub struct Options {
     pub trusted_keys: Vec<String>,
     pub roboflow: RoboflowOptions,
     pub download: download::Settings,
+    /// Relative `file:` sources resolve against this file's folder instead of the manifest's own
+    /// (repair provisions from the stored copy of a manifest that lived elsewhere).
+    pub resolve_relative_to: Option<PathBuf>,
+    /// Blobs to fetch again although present (found corrupt): the replacement is fetched and
+    /// renamed over the bad file, which stays until then.
+    pub refetch: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +68,8 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let manifest_bytes = std::fs::read(&opts.manifest)
         .map_err(|e| Failure::new(Exit::Config, format!("cannot read manifest {}: {e}", opts.manifest.display())))?;
     let signature = read_optional(&sig_path(&opts.manifest))?;
-    let manifest = trusted_manifest(&opts.manifest, &manifest_bytes, signature.as_deref(), &opts.trusted_keys)?;
+    let origin = opts.resolve_relative_to.as_deref().unwrap_or(&opts.manifest);
+    let manifest = trusted_manifest(origin, &manifest_bytes, signature.as_deref(), &opts.trusted_keys)?;
     let (cache, _lock) = open_for_writing(opts)?;
     let resolved = cache.resolve_current().context("reading the cache's current generation")?;
     if let Some(problem) = &resolved.problem {
@@ -75,7 +82,7 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let mut records = Vec::new();
     let mut missing = Vec::new();
     for model in &manifest.models {
-        match reusable(&cache, current.as_ref(), model) {
+        match reusable(&cache, current.as_ref(), model).filter(|r| !opts.refetch.contains(&r.sha256)) {
             Some(record) => records.push(record),
             None => missing.push(model),
         }
@@ -136,7 +143,7 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
 
     // Keep the manifest's order in the record.
     records.sort_by_key(|r| manifest.models.iter().position(|m| m.id == r.id));
-    let next = commit_next(&cache, &manifest, manifest_sha, records, &manifest_bytes, signature.as_deref())?;
+    let next = commit_next(&cache, &manifest, manifest_sha, records, &manifest_bytes, signature.as_deref(), Some(origin))?;
     summary.generation = next;
     log::info!(
         "provisioned generation {next}: {} model(s), {} from cache, {} fetched ({}, {} resumed) in {:.1}s",
@@ -180,6 +187,7 @@ pub fn commit_next(
     models: Vec<ModelRecord>,
     manifest_bytes: &[u8],
     signature: Option<&[u8]>,
+    manifest_path: Option<&Path>,
 ) -> anyhow::Result<u64> {
     let next = cache.generation_numbers()?.last().copied().unwrap_or(0) + 1;
     let generation = Generation {
@@ -188,6 +196,7 @@ pub fn commit_next(
         manifest_sha256,
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         models,
+        manifest_path: manifest_path.map(Path::to_path_buf),
     };
     cache.commit(&generation, manifest_bytes, signature).context("switching to the new generation")?;
     Ok(next)
