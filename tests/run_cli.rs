@@ -292,7 +292,8 @@ fn annotated_jpeg_has_the_box_colour_on_the_box_edges() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
     let (_, [x, y, w, h, _]) = boxes(&v)[0].clone();
-    for name in ["latest.jpg", "frame-0000000001.jpg"] {
+    let snapshot = snapshots(&annotated).pop().expect("one snapshot");
+    for name in ["latest.jpg", snapshot.as_str()] {
         let img = image::open(annotated.join(name)).unwrap().into_rgb8();
         assert_eq!(img.dimensions(), (512, 512));
         let red = |px: i64, py: i64| {
@@ -500,4 +501,37 @@ fn a_centerface_input_that_is_not_a_multiple_of_32_is_rounded_up() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 1, "{}", out.stderr);
     assert!(!out.stderr.contains("WARN"), "no frame failed: {}", out.stderr);
+}
+
+/// Snapshot file names in `dir`, sorted.
+fn snapshots(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("frame-") && n.ends_with(".jpg"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn snapshots_of_a_restarted_run_are_kept_not_rotated_away() {
+    let s = faces_sandbox();
+    let dir = images_dir(&s, &["astronaut.png", "coffee.png"]);
+    let annotated = s.path().join("annotated");
+    let setting = format!("sinks.annotate.dir={}", annotated.display());
+    let settings = [setting.as_str(), "sinks.annotate.every=1", "sinks.annotate.keep=3"];
+    let first = run(&mut outpost_run(&s, &format!("dir:{}", dir.display()), &settings));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let after_first = snapshots(&annotated);
+    assert_eq!(after_first.len(), 2, "{after_first:?}");
+    // The restarted run numbers its frames from 1 again: its snapshots are the newest and stay.
+    std::thread::sleep(Duration::from_millis(20));
+    let second = run(&mut outpost_run(&s, &format!("dir:{}", dir.display()), &settings));
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let after_second = snapshots(&annotated);
+    assert_eq!(after_second.len(), 3, "{after_second:?}");
+    assert_eq!(after_second[0], after_first[1], "the oldest snapshot went: {after_second:?}");
+    assert!(!after_first.contains(&after_second[2]) && !after_first.contains(&after_second[1]), "{after_second:?}");
 }

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use embedded_graphics::mono_font::{ascii, MonoFont, MonoTextStyle};
 use embedded_graphics::pixelcolor::Rgb888;
@@ -188,9 +188,14 @@ impl Annotate {
     fn save(&mut self, name: &str) -> anyhow::Result<PathBuf> {
         let path = self.cfg.dir.join(name);
         let tmp = self.cfg.dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, &self.jpeg).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(path)
+        let written = std::fs::write(&tmp, &self.jpeg)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())));
+        if written.is_err() {
+            // A full disk must not leave a growing litter of partial files behind.
+            remove_quietly(&tmp);
+        }
+        written.map(|()| path)
     }
 }
 
@@ -231,7 +236,9 @@ impl Sink for Annotate {
             self.last_latest = Some(Instant::now());
         }
         if snapshot_due {
-            let path = self.save(&format!("frame-{:010}.jpg", out.frame_id))?;
+            // The wall-clock time leads the name: frame ids start at 1 again after a restart, and
+            // a name that repeats would be rotated away the moment it is written.
+            let path = self.save(&snapshot_name(SystemTime::now(), out.frame_id))?;
             self.snapshots.push_back(path);
             while self.snapshots.len() > self.cfg.keep {
                 if let Some(old) = self.snapshots.pop_front() {
@@ -245,6 +252,12 @@ impl Sink for Annotate {
     fn flush(&mut self, _deadline: Instant) -> anyhow::Result<()> {
         Ok(())
     }
+}
+
+/// `frame-20261127T062700.123Z-0000000012.jpg`: sorts by time, then frame; never repeats.
+fn snapshot_name(at: SystemTime, frame_id: u64) -> String {
+    let stamp: String = super::rfc3339(at).chars().filter(|c| *c != '-' && *c != ':').collect();
+    format!("frame-{stamp}-{frame_id:010}.jpg")
 }
 
 fn remove_quietly(path: &Path) {
