@@ -189,3 +189,23 @@ fn doctor_passes_with_a_writable_persistent_cache() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("ok   cache"), "{}", out.stdout);
 }
+
+#[test]
+fn config_and_doctor_refuse_what_run_would_refuse() {
+    let sandbox = Sandbox::new();
+    for setting in [
+        "sinks.webhook.queue=0",
+        "sinks.webhook.timeout_secs=0",
+        "sinks.annotate.quality=0",
+        "sinks.annotate.quality=101",
+        "run.source=rtsp://camera/stream",
+        "run.source=dir:",
+    ] {
+        let key = setting.split('=').next().unwrap();
+        for command in ["config", "doctor"] {
+            let out = run(sandbox.outpost().args(["--board", "x86_64-dev", "--set", setting, command]));
+            assert_eq!(out.code, 3, "{command} with {setting}: {}{}", out.stdout, out.stderr);
+            assert!(out.stderr.contains(key) || out.stdout.contains(key), "{command} with {setting}: {}", out.stderr);
+        }
+    }
+}

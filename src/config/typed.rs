@@ -215,7 +215,13 @@ impl Config {
                 reopen: Duration::from_secs(int_in(s, "camera.reopen_secs", 1, 3600)? as u64),
             },
             run: Run {
-                source: string(s, "run.source")?,
+                source: {
+                    // Checked here, so `config` and `doctor` refuse what `run` would refuse.
+                    let source = string(s, "run.source")?;
+                    crate::capture::SourceSpec::parse(&source, &string(s, "camera.device")?)
+                        .map_err(|m| invalid(s, "run.source", m))?;
+                    source
+                },
                 looped: boolean(s, "run.loop")?,
                 model: string(s, "run.model")?,
                 input: match string(s, "run.input")?.as_str() {
@@ -237,26 +243,29 @@ impl Config {
                     "-" => Some(None),
                     path => Some(Some(PathBuf::from(path))),
                 },
-                webhook: match string(s, "sinks.webhook.url")? {
-                    url if url.is_empty() => None,
-                    url if !(url.starts_with("http://") || url.starts_with("https://")) => {
-                        return Err(invalid(s, "sinks.webhook.url", "must be an http(s):// URL".into()));
+                // Every sub-key is checked whether or not its sink is on: a value `run` would
+                // refuse must not pass `config` or `doctor`.
+                webhook: {
+                    let queue = int_in(s, "sinks.webhook.queue", 1, 10_000)? as usize;
+                    let timeout = Duration::from_secs(int_in(s, "sinks.webhook.timeout_secs", 1, 600)? as u64);
+                    match string(s, "sinks.webhook.url")? {
+                        url if url.is_empty() => None,
+                        url if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                            return Err(invalid(s, "sinks.webhook.url", "must be an http(s):// URL".into()));
+                        }
+                        url => Some(Webhook { url, queue, timeout }),
                     }
-                    url => Some(Webhook {
-                        url,
-                        queue: int_in(s, "sinks.webhook.queue", 1, 10_000)? as usize,
-                        timeout: Duration::from_secs(int_in(s, "sinks.webhook.timeout_secs", 1, 600)? as u64),
-                    }),
                 },
-                annotate: match string(s, "sinks.annotate.dir")? {
-                    dir if dir.is_empty() => None,
-                    dir => Some(Annotate {
-                        dir: PathBuf::from(dir),
-                        every: int_in(s, "sinks.annotate.every", 0, i64::MAX)? as u64,
-                        keep: int_in(s, "sinks.annotate.keep", 0, 1_000_000)? as usize,
-                        latest_interval: Duration::from_millis(int_in(s, "sinks.annotate.latest_interval_ms", 0, 3_600_000)? as u64),
-                        quality: int_in(s, "sinks.annotate.quality", 1, 100)? as u8,
-                    }),
+                annotate: {
+                    let every = int_in(s, "sinks.annotate.every", 0, i64::MAX)? as u64;
+                    let keep = int_in(s, "sinks.annotate.keep", 0, 1_000_000)? as usize;
+                    let latest_interval =
+                        Duration::from_millis(int_in(s, "sinks.annotate.latest_interval_ms", 0, 3_600_000)? as u64);
+                    let quality = int_in(s, "sinks.annotate.quality", 1, 100)? as u8;
+                    match string(s, "sinks.annotate.dir")? {
+                        dir if dir.is_empty() => None,
+                        dir => Some(Annotate { dir: PathBuf::from(dir), every, keep, latest_interval, quality }),
+                    }
                 },
             },
             inference: Inference {
