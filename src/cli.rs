@@ -30,7 +30,7 @@ COMMANDS:
                            re-hash every blob; --repair discards bad ones and re-fetches
     cache gc               remove unreferenced blobs, old generations and stale partials
     cache export <BUNDLE>  write the current generation (manifest + blobs) to a tar bundle
-    cache import <BUNDLE> [--allow-downgrade]
+    cache import <BUNDLE> [--allow-downgrade] [--allow-volatile-cache]
                            verify every blob of a bundle, then activate it (no network)
     board [detect]         print the autodetected board profile (name on the first line)
     board list             list the known board profiles
@@ -241,12 +241,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
             }
             Long("max-detections") => {
                 opts.given.push("--max-detections");
-                let max = crate::vision::detection::MAX_DETECTIONS as f32;
-                opts.max_detections = Some(parse_num(&string(parser.value()?)?, "--max-detections", 1.0, max)? as usize);
+                let max = crate::vision::detection::MAX_DETECTIONS as u64;
+                opts.max_detections = Some(parse_count(&string(parser.value()?)?, "--max-detections", 1, max)? as usize);
             }
             Long("runs") => {
                 opts.given.push("--runs");
-                opts.runs = Some(parse_num(&string(parser.value()?)?, "--runs", 1.0, 100_000.0)? as usize);
+                opts.runs = Some(parse_count(&string(parser.value()?)?, "--runs", 1, 100_000)? as usize);
             }
             Long("class-agnostic") => opts.seen("--class-agnostic"),
             Long("source") => {
@@ -337,6 +337,14 @@ fn parse_num(text: &str, flag: &str, min: f32, max: f32) -> Result<f32, UsageErr
     match text.trim().parse::<f32>() {
         Ok(v) if (min..=max).contains(&v) => Ok(v),
         _ => Err(UsageError(format!("{flag} expects a number in {min}..={max}, got `{text}`"))),
+    }
+}
+
+/// A whole number in `min..=max` (`1.5` is refused, not truncated).
+fn parse_count(text: &str, flag: &str, min: u64, max: u64) -> Result<u64, UsageError> {
+    match text.trim().parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(UsageError(format!("{flag} expects a whole number in {min}..={max}, got `{text}`"))),
     }
 }
 

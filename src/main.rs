@@ -23,11 +23,18 @@ fn main() -> ExitCode {
     outpost::logging::init(initial_level(&cli.global));
     match outpost::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`outpost config | head -1`): nothing left to say to it.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", redact_text(&format!("{err:#}")));
             ExitCode::from(exit_for(&err).code())
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// The level before the config is read: flags, then `OUTPOST_LOG`/`OUTPOST_LOG_LEVEL`, then info.

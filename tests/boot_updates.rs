@@ -236,3 +236,12 @@ fn require_complete_keeps_a_unit_without_its_new_manifest_down() {
         .arg(format!("dir:{}", fixtures().join("images").display())));
     assert_eq!(out.code, 4, "{}", out.stderr);
 }
+
+#[test]
+fn the_provision_summary_counts_sideloaded_bytes() {
+    let unit = Unit::new();
+    let out = unit.provision(&unit.faces_manifest("m.toml", 1, "sideload"), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary = out.stderr.lines().find(|l| l.contains("provisioned generation")).unwrap();
+    assert!(summary.contains("0 B downloaded") && summary.contains("7.0 MiB sideloaded"), "{summary}");
+}

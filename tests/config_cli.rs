@@ -209,3 +209,37 @@ fn config_and_doctor_refuse_what_run_would_refuse() {
         }
     }
 }
+
+#[test]
+fn small_things_a_new_user_trips_over() {
+    let sandbox = Sandbox::new();
+    // --version lists the default v4l2 feature.
+    let out = run(sandbox.outpost().arg("--version"));
+    assert!(out.stdout.lines().any(|l| l.starts_with("features:") && l.contains("v4l2")), "{}", out.stdout);
+    // A closed pipe is no crash.
+    let mut child = sandbox
+        .outpost()
+        .args(["--board", "x86_64-dev", "config", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Counts are whole numbers.
+    let out = run(sandbox.outpost().args(["detect", "x.png", "--model-file", "m.onnx", "--max-detections", "1.5"]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("whole number"), "{}", out.stderr);
+    // Manifest errors name the file on the line that says what is wrong.
+    let manifest = sandbox.write("models.toml", "[[models]]\nid = \"a\"\nsource = \"https://x/y\"\n");
+    let out = run(sandbox.outpost().args(["--board", "x86_64-dev", "--cache-dir"]).arg(sandbox.path().join("c")).args(["provision", "--manifest"]).arg(&manifest));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap();
+    assert!(last.contains(&manifest.display().to_string()) && last.contains("version"), "{last}");
+    // `cache import --allow-volatile-cache` is in the help.
+    let out = run(sandbox.outpost().arg("--help"));
+    assert!(out.stdout.lines().any(|l| l.contains("cache import") && l.contains("--allow-volatile-cache")), "{}", out.stdout);
+}

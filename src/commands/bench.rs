@@ -54,6 +54,6 @@ pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
         "p90_ms": pick(0.9),
         "min_ms": times[0],
     });
-    println!("{report}");
+    outln!("{report}")?;
     Ok(())
 }

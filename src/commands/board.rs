@@ -15,17 +15,17 @@ pub fn run(global: &Global, cmd: &BoardCommand) -> anyhow::Result<()> {
             let found = detect::detect(&catalog, &dt, &arch)?;
             let profile = catalog.get(&found.profile)?;
             // The name alone on the first line, for scripts; details after it, for people.
-            println!("{}", profile.name);
-            println!("description: {}", profile.description);
-            println!("matched: {}", found.reason);
-            println!("model: {}", dt.model.as_deref().unwrap_or("(no device-tree model)"));
-            println!("architecture: {arch}");
-            println!("profile: {}", profile.origin);
+            outln!("{}", profile.name)?;
+            outln!("description: {}", profile.description)?;
+            outln!("matched: {}", found.reason)?;
+            outln!("model: {}", dt.model.as_deref().unwrap_or("(no device-tree model)"))?;
+            outln!("architecture: {arch}")?;
+            outln!("profile: {}", profile.origin)?;
         }
         BoardCommand::List => {
             let width = catalog.names().map(str::len).max().unwrap_or(0);
             for p in catalog.profiles() {
-                println!("{:<width$}  {}  [{}]", p.name, p.description, p.origin);
+                outln!("{:<width$}  {}  [{}]", p.name, p.description, p.origin)?;
             }
         }
         BoardCommand::Show(name) => show(&catalog, name)?,
@@ -36,15 +36,15 @@ pub fn run(global: &Global, cmd: &BoardCommand) -> anyhow::Result<()> {
 fn show(catalog: &Catalog, name: &str) -> anyhow::Result<()> {
     let chain = catalog.chain(name)?;
     let profile = chain.last().expect("chain ends with the profile itself");
-    println!("name: {}", profile.name);
-    println!("description: {}", profile.description);
-    println!("origin: {}", profile.origin);
+    outln!("name: {}", profile.name)?;
+    outln!("description: {}", profile.description)?;
+    outln!("origin: {}", profile.origin)?;
     let names: Vec<&str> = chain.iter().map(|p| p.name.as_str()).collect();
-    println!("inherits: {}", names.join(" -> "));
+    outln!("inherits: {}", names.join(" -> "))?;
     let rules = &profile.rules;
-    println!("match.compatible: {}", rules.compatible.join(", "));
-    println!("match.model: {}", rules.model.join(", "));
-    println!("match.arch: {}", rules.arch.join(", "));
+    outln!("match.compatible: {}", rules.compatible.join(", "))?;
+    outln!("match.model: {}", rules.model.join(", "))?;
+    outln!("match.arch: {}", rules.arch.join(", "))?;
     let mut settings = crate::config::Settings::default();
     for p in &chain {
         settings.merge(&p.layer);
@@ -56,7 +56,7 @@ fn show(catalog: &Catalog, name: &str) -> anyhow::Result<()> {
             crate::config::Source::Board { name, .. } => name.as_str(),
             _ => "?",
         };
-        println!("{:<value_width$}  # {from}", format!("{key:<width$} = {}", entry.value.display()));
+        outln!("{:<value_width$}  # {from}", format!("{key:<width$} = {}", entry.value.display()))?;
     }
     Ok(())
 }

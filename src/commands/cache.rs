@@ -27,18 +27,18 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
                 let _lock = cache.lock(loaded.config.provision.lock_wait)?;
                 maintain::verify(&cache, *repair)?
             };
-            println!(
+            outln!(
                 "checked {} blob(s), {} in {}; generation {}",
                 report.blobs_checked,
                 bytes(report.bytes_checked),
                 cache.root().display(),
                 report.generation.map_or("none".into(), |g| g.to_string())
-            );
+            )?;
             for sha in &report.corrupt {
-                println!("CORRUPT {sha}");
+                outln!("CORRUPT {sha}")?;
             }
             for (id, sha) in &report.missing {
-                println!("MISSING {id} {sha}");
+                outln!("MISSING {id} {sha}")?;
             }
             if report.blobs_checked == 0 && report.generation.is_none() {
                 return Err(Failure::new(
@@ -48,7 +48,7 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
                 .into());
             }
             if report.is_clean() {
-                println!("cache verified: every blob matches its digest");
+                outln!("cache verified: every blob matches its digest")?;
                 return Ok(());
             }
             if *repair {
@@ -69,37 +69,37 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
         CacheCommand::Gc => {
             let _lock = cache.lock(loaded.config.provision.lock_wait)?;
             let r = maintain::gc(&cache)?;
-            println!(
+            outln!(
                 "removed {} blob(s), {} partial file(s), {} old generation(s); freed {}",
                 r.blobs_removed,
                 r.partials_removed,
                 r.generations_removed.len(),
                 bytes(r.bytes_freed)
-            );
+            )?;
             Ok(())
         }
         CacheCommand::Export(path) => {
             let _lock = cache.lock(loaded.config.provision.lock_wait)?;
             let e = bundle::export(&cache, path)?;
-            println!(
+            outln!(
                 "exported generation {} to {}: {} blob(s), {}",
                 e.generation,
                 path.display(),
                 e.blobs,
                 bytes(e.bytes)
-            );
+            )?;
             Ok(())
         }
         CacheCommand::Import { bundle: path, args } => {
             let opts = super::provision::options(&loaded.config, args);
             let i = bundle::import(&opts, path)?;
-            println!(
+            outln!(
                 "imported {} into generation {}: {} blob(s) added, {} already present",
                 path.display(),
                 i.generation,
                 i.blobs,
                 i.already_present
-            );
+            )?;
             Ok(())
         }
     }
@@ -117,38 +117,38 @@ fn refetch(config: &crate::config::Config, cache: &Cache, generation: u64, corru
     opts.refetch = corrupt.to_vec();
     // The stored manifest is the installed one: reinstalling it is never a rollback.
     let summary = crate::provision::provision(&opts)?;
-    println!("repaired: generation {} complete ({} fetched)", summary.generation, summary.fetched);
+    outln!("repaired: generation {} complete ({} fetched)", summary.generation, summary.fetched)?;
     Ok(())
 }
 
 fn ls(cache: &Cache, json: bool) -> anyhow::Result<()> {
     let Some(gen) = cache.current()? else {
         if json {
-            println!("{}", serde_json::json!({"generation": null, "models": []}));
+            outln!("{}", serde_json::json!({"generation": null, "models": []}))?;
         } else {
-            println!("no generation in {}: run `outpost provision`", cache.root().display());
+            outln!("no generation in {}: run `outpost provision`", cache.root().display())?;
         }
         return Ok(());
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&gen)?);
+        outln!("{}", serde_json::to_string_pretty(&gen)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "generation {} (manifest version {}) in {}: {} model(s)",
         gen.generation,
         gen.manifest_version,
         cache.root().display(),
         gen.models.len()
-    );
+    )?;
     let width = gen.models.iter().map(|m| m.id.len()).max().unwrap_or(2).max(2);
-    println!("{:<width$}  {:<20}  {:>9}  {:<64}  SOURCE", "ID", "TRUST", "SIZE", "SHA256");
+    outln!("{:<width$}  {:<20}  {:>9}  {:<64}  SOURCE", "ID", "TRUST", "SIZE", "SHA256")?;
     for m in &gen.models {
         let trust = match m.trust {
             Trust::Pinned => "pinned",
             Trust::TrustOnFirstUse => "trust-on-first-use",
         };
-        println!("{:<width$}  {trust:<20}  {:>9}  {}  {}", m.id, bytes(m.size), m.sha256, m.source);
+        outln!("{:<width$}  {trust:<20}  {:>9}  {}  {}", m.id, bytes(m.size), m.sha256, m.source)?;
     }
     Ok(())
 }

@@ -16,10 +16,10 @@ pub fn run(global: &Global, json: bool) -> anyhow::Result<()> {
             settings.insert(key.name.to_string(), value);
         }
         let doc = serde_json::json!({"config_file": file, "settings": settings});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
-    println!("# config file: {}", file.as_deref().unwrap_or("(none)"));
+    outln!("# config file: {}", file.as_deref().unwrap_or("(none)"))?;
     let width = KEYS.iter().map(|k| k.name.len()).max().unwrap_or(0);
     let rows: Vec<(String, String)> = KEYS
         .iter()
@@ -31,7 +31,7 @@ pub fn run(global: &Global, json: bool) -> anyhow::Result<()> {
     // Long values (memory notes) would push every source far right; cap the alignment.
     let value_width = rows.iter().map(|(v, _)| v.len()).max().unwrap_or(0).min(width + 36);
     for (value, source) in rows {
-        println!("{value:<value_width$}  # {source}");
+        outln!("{value:<value_width$}  # {source}")?;
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ pub fn run(global: &Global, args: &DetectArgs) -> anyhow::Result<()> {
             detector.infer(&img).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
         });
         match result {
-            Ok(response) => println!("{}", serde_json::to_string(&response)?),
+            Ok(response) => outln!("{}", serde_json::to_string(&response)?)?,
             Err(e) => {
                 log::error!("{e:#}");
                 failed += 1;

@@ -30,7 +30,7 @@ impl Report {
                 "FAIL"
             }
         };
-        println!("{tag} {what}: {}", detail.as_ref());
+        let _ = outln!("{tag} {what}: {}", detail.as_ref());
     }
 }
 

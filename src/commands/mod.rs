@@ -1,5 +1,22 @@
 //! One module per subcommand: each turns parsed arguments into calls on the library and output.
 
+/// `println!` that hands a write error back instead of panicking: `outpost config | head -1`
+/// closes the pipe, and that is no crash (main exits quietly on a broken pipe).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod bench;
 mod board;
 mod cache;
@@ -15,11 +32,11 @@ use crate::config::{LoadOptions, Loaded};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Help => {
-            print!("{}", crate::cli::USAGE);
+            out!("{}", crate::cli::USAGE)?;
             Ok(())
         }
         Command::Version => {
-            print!("{}", crate::build_info::version_text());
+            out!("{}", crate::build_info::version_text())?;
             Ok(())
         }
         Command::Board(cmd) => board::run(&cli.global, &cmd),

@@ -8,10 +8,10 @@ pub fn run(global: &Global, args: &ProvisionArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
     let opts = options(&loaded.config, args);
     let summary = provision::provision(&opts)?;
-    println!(
+    outln!(
         "generation {}: {} model(s) ready ({} from cache, {} fetched)",
         summary.generation, summary.models, summary.from_cache, summary.fetched
-    );
+    )?;
     Ok(())
 }
 

@@ -73,6 +73,7 @@ pub fn run(
         .min(Duration::from_secs(1));
     notifier.status(&format!("waiting for the first frame from {source_name}"));
     let mut health = Health::new(opts.fail_after);
+    let mut warnings = Warnings::default();
     let mut failure = None;
 
     while !stop.load(Ordering::Relaxed) && (opts.frames == 0 || processed.processed < opts.frames) {
@@ -109,7 +110,7 @@ pub fn run(
             let period = Duration::from_secs_f64(1.0 / opts.max_fps);
             next_due = Some(Instant::now() + period);
         }
-        process(&frame, detector, sinks, &source_name, &mut processed);
+        process(&frame, detector, sinks, &source_name, &mut processed, &mut warnings);
         slot.recycle(frame);
 
         if !opts.stats_interval.is_zero() && last_report.0.elapsed() >= opts.stats_interval {
@@ -205,12 +206,15 @@ fn process(
     sinks: &mut [Box<dyn Sink>],
     source: &str,
     stats: &mut Stats,
+    warnings: &mut Warnings,
 ) {
     let response = match detector.infer(&frame.image) {
         Ok(r) => r,
         Err(e) => {
             stats.frame_errors += 1;
-            log::warn!("frame {}: inference failed: {e:#}", frame.seq);
+            if let Some(more) = warnings.due(Warning::Inference) {
+                log::warn!("frame {}: inference failed: {e:#}{more}", frame.seq);
+            }
             return;
         }
     };
@@ -228,11 +232,41 @@ fn process(
     for sink in sinks.iter_mut() {
         if let Err(e) = sink.write(&out) {
             stats.sink_errors += 1;
-            log::warn!("sink {}: frame {}: {e:#}", sink.name(), frame.seq);
+            if let Some(more) = warnings.due(Warning::Sink) {
+                log::warn!("sink {}: frame {}: {e:#}{more}", sink.name(), frame.seq);
+            }
         }
     }
     stats.stage(Stage::Sinks, sinking.elapsed());
     stats.processed += 1;
+}
+
+#[derive(Clone, Copy)]
+enum Warning {
+    Inference,
+    Sink,
+}
+
+/// Per-frame warnings at most every 10 s each (a full disk or a broken model would otherwise
+/// write one line per frame); the counters keep the full count.
+#[derive(Default)]
+struct Warnings {
+    last: [Option<Instant>; 2],
+    suppressed: [u64; 2],
+}
+
+impl Warnings {
+    /// `Some(suffix)` when this kind may be logged now; the suffix tells how many were held back.
+    fn due(&mut self, kind: Warning) -> Option<String> {
+        let i = kind as usize;
+        if self.last[i].is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            self.suppressed[i] += 1;
+            return None;
+        }
+        self.last[i] = Some(Instant::now());
+        let held = std::mem::take(&mut self.suppressed[i]);
+        Some(if held > 0 { format!(" ({held} more like it not logged)") } else { String::new() })
+    }
 }
 
 /// The pipeline's counts merged with the capture thread's, the slot's and the sinks'.

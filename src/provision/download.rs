@@ -53,6 +53,8 @@ pub struct Fetched {
     /// Bytes that came over the network in this run (0 for a sideloaded file).
     pub transferred: u64,
     pub resumed: bool,
+    /// Copied from a `file:` source (its bytes are not network traffic).
+    pub sideloaded: bool,
 }
 
 /// Why one attempt failed, and whether trying the same source again can help.
@@ -365,7 +367,7 @@ fn finish(
         }
     }
     let _ = fs::remove_file(meta);
-    Ok(Fetched { path: part.to_path_buf(), sha256, size, transferred, resumed })
+    Ok(Fetched { path: part.to_path_buf(), sha256, size, transferred, resumed, sideloaded: false })
 }
 
 /// Copies a `file://` source into the partial file, then verifies it like a download.
@@ -401,9 +403,10 @@ fn sideload(cache: &Cache, wanted: &Wanted<'_>, path: &Path) -> Result<Fetched, 
         return Err(format!("{} grew past {limit} bytes while it was copied; refused", path.display()));
     }
     let digest = Some((hex(ctx.finish().as_ref()), copied));
-    finish(&part, &meta, wanted, 0, false, digest).map_err(|e| match e {
+    let fetched = finish(&part, &meta, wanted, 0, false, digest).map_err(|e| match e {
         Permanent(m) | Transient { message: m, .. } => m,
-    })
+    })?;
+    Ok(Fetched { sideloaded: true, ..fetched })
 }
 
 fn read_validator(meta: &Path) -> Validator {

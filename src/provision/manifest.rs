@@ -120,8 +120,12 @@ impl Manifest {
         };
         let text = std::str::from_utf8(bytes).map_err(|_| err(None, None, "is not UTF-8 text".into()))?;
         // toml's message quotes the offending line, which may hold a URL with a key: redact it.
-        let raw: RawManifest = toml::from_str(text)
-            .map_err(|e| err(None, None, crate::redact::redact_text(e.to_string().trim())))?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            // One line: the message and where (toml's own text spans several lines and quotes it).
+            let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let at = line.map_or(String::new(), |l| format!(" (line {l})"));
+            err(None, None, crate::redact::redact_text(&format!("{}{at}", e.message().trim())))
+        })?;
         if raw.models.is_empty() {
             return Err(err(None, Some("models"), "lists no models ([[models]] tables)".into()));
         }

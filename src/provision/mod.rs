@@ -59,6 +59,7 @@ pub struct Summary {
     pub from_cache: usize,
     pub fetched: usize,
     pub bytes_fetched: u64,
+    pub bytes_sideloaded: u64,
     pub resumed: usize,
 }
 
@@ -115,6 +116,7 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
             Ok((record, fetched)) => {
                 summary.fetched += 1;
                 summary.bytes_fetched += fetched.transferred;
+                summary.bytes_sideloaded += if fetched.sideloaded { fetched.size } else { 0 };
                 summary.resumed += usize::from(fetched.resumed);
                 records.push(record);
             }
@@ -146,11 +148,12 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let next = commit_next(&cache, &manifest, manifest_sha, records, &manifest_bytes, signature.as_deref(), Some(origin))?;
     summary.generation = next;
     log::info!(
-        "provisioned generation {next}: {} model(s), {} from cache, {} fetched ({}, {} resumed) in {:.1}s",
+        "provisioned generation {next}: {} model(s), {} from cache, {} fetched ({} downloaded, {} sideloaded, {} resumed) in {:.1}s",
         summary.models,
         summary.from_cache,
         summary.fetched,
         progress::bytes(summary.bytes_fetched),
+        progress::bytes(summary.bytes_sideloaded),
         summary.resumed,
         started.elapsed().as_secs_f64()
     );
@@ -237,7 +240,7 @@ pub fn check_persistent(dir: &Path, allow_volatile: bool) -> anyhow::Result<()> 
     let (kind, probed) = volatility(dir).with_context(|| format!("examining the cache directory {}", dir.display()))?;
     if let Volatility::Volatile(fs) = kind {
         let explanation = format!(
-            "the cache directory {} is on {fs} ({} is a {fs} mount): its contents vanish at every reboot, \
+            "the cache directory {} is on {fs} ({} is on a {fs} mount): its contents vanish at every reboot, \
              so the device would download every model again at each boot and could not start offline",
             dir.display(),
             probed.display()
