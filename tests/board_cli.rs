@@ -133,3 +133,20 @@ fn list_names_all_embedded_profiles() {
         assert!(out.stdout.lines().any(|l| l.starts_with(name)), "{name} missing:\n{}", out.stdout);
     }
 }
+
+#[test]
+fn a_profile_cache_dir_reaching_volatile_storage_through_dots_or_symlinks_is_refused() {
+    let sandbox = Sandbox::new();
+    // A symlink of our own into /dev/shm stands in for /var/run -> /run on a board.
+    let link = sandbox.path().join("state");
+    std::os::unix::fs::symlink("/dev/shm", &link).unwrap();
+    let via_link = link.join("outpost").display().to_string();
+    for dir in ["/var/../tmp/outpost", "/var/./tmp/outpost", via_link.as_str()] {
+        sandbox.write("boards/mine.toml", &format!("description = \"test\"\n[cache]\ndir = \"{dir}\"\n"));
+        let out = run(sandbox.outpost().args(["--board", "mine", "config"]));
+        assert_eq!(out.code, 3, "{dir}: {}{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains("cache.dir"), "{dir}: {}", out.stderr);
+    }
+    sandbox.write("boards/mine.toml", "description = \"test\"\n[cache]\ndir = \"/var/lib/outpost/cache\"\n");
+    assert_eq!(run(sandbox.outpost().args(["--board", "mine", "config"])).code, 0);
+}

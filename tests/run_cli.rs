@@ -535,3 +535,25 @@ fn snapshots_of_a_restarted_run_are_kept_not_rotated_away() {
     assert_eq!(after_second[0], after_first[1], "the oldest snapshot went: {after_second:?}");
     assert!(!after_first.contains(&after_second[2]) && !after_first.contains(&after_second[1]), "{after_second:?}");
 }
+
+#[test]
+fn a_redirecting_webhook_counts_failures_and_never_loses_the_body_to_a_get() {
+    use support::http::{Response, Server};
+    let s = faces_sandbox();
+    let dir = images_dir(&s, &["astronaut.png", "coffee.png"]);
+    let server = Server::start(|req, _| {
+        if req.path == "/hook" {
+            Response::status(301).header("Location", "/moved?token=HOOKTOKEN9")
+        } else {
+            Response::status(200)
+        }
+    });
+    let hook = format!("sinks.webhook.url={}", server.url("/hook"));
+    let out = run(&mut outpost_run(&s, &format!("dir:{}", dir.display()), &[&hook]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(summary_value(&out.stderr, "sink_errors"), 2, "{}", out.stderr);
+    assert!(out.stderr.contains("redirect") && out.stderr.contains("/moved"), "{}", out.stderr);
+    assert!(!out.stderr.contains("HOOKTOKEN9"), "{}", out.stderr);
+    let methods: Vec<(String, String)> = server.requests().into_iter().map(|(r, _)| (r.method, r.path)).collect();
+    assert_eq!(methods, vec![("POST".to_string(), "/hook".to_string()); 2], "nothing re-sent as a GET");
+}

@@ -101,7 +101,10 @@ impl Profile {
 fn check_persistent_cache_dir(origin: &str, dir: &str) -> Result<(), ConfigError> {
     let path = Path::new(dir);
     let volatile = ["/tmp", "/dev/shm", "/run", "/var/tmp"];
-    if !path.is_absolute() || volatile.iter().any(|v| path.starts_with(v)) {
+    // `/var/../tmp/x` and `/var/run/x` (a symlink into /run) are the same places.
+    let resolved = resolve_existing_prefix(&normalise(path));
+    let under_volatile = |p: &Path| volatile.iter().any(|v| p.starts_with(v));
+    if !path.is_absolute() || under_volatile(&normalise(path)) || under_volatile(&resolved) {
         return Err(ConfigError::NotAllowed {
             origin: origin.to_string(),
             key: "cache.dir".to_string(),
@@ -110,6 +113,41 @@ fn check_persistent_cache_dir(origin: &str, dir: &str) -> Result<(), ConfigError
         });
     }
     Ok(())
+}
+
+/// `.` and `..` removed lexically (`/var/../tmp` is `/tmp`).
+fn normalise(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The path with its longest existing prefix resolved through symlinks (the rest, not created
+/// yet, appended as written).
+fn resolve_existing_prefix(path: &Path) -> std::path::PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut missing = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => {
+                missing.push(name.to_owned());
+                existing.pop();
+            }
+            None => break,
+        }
+    }
+    let mut real = existing.canonicalize().unwrap_or(existing);
+    real.extend(missing.iter().rev());
+    real
 }
 
 /// All known profiles, by name.

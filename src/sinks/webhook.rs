@@ -24,7 +24,11 @@ impl Webhook {
     pub fn start(cfg: &config::Webhook, ca_file: Option<&Path>) -> anyhow::Result<Webhook> {
         let shown = redact_url(&cfg.url);
         let tls = crate::provision::tls::client_config(ca_file)?;
+        // No redirects: a POST followed to a 301/302 target is re-sent as a GET without its body
+        // (the detection is lost while it looks delivered), and an https hook could be sent on
+        // to plain http. A redirect is a failure, counted and logged with its target.
         let agent_config = ureq::Agent::config_builder()
+            .max_redirects(0)
             .timeout_global(Some(cfg.timeout))
             .user_agent(concat!("outpost/", env!("CARGO_PKG_VERSION")))
             .build();
@@ -42,11 +46,26 @@ impl Webhook {
                             .post(&url)
                             .content_type("application/json")
                             .send(body.as_str());
-                        if let Err(e) = result {
+                        let failure = match result {
+                            Ok(response) if response.status().is_redirection() => {
+                                let target = response
+                                    .headers()
+                                    .get("location")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map_or_else(|| "nowhere".to_string(), redact_url);
+                                Some(format!(
+                                    "HTTP {} redirect to {target} not followed (a redirected POST loses its body); \
+                                     point sinks.webhook.url at the final address",
+                                    response.status().as_u16()
+                                ))
+                            }
+                            Ok(_) => None,
+                            Err(e) => Some(crate::redact::redact_text(&e.to_string())),
+                        };
+                        if let Some(error) = failure {
                             let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
                             // One line per 10 s at most: a dead receiver must not flood the log.
                             if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                                let error = crate::redact::redact_text(&e.to_string());
                                 log::warn!("webhook {shown}: {error} ({n} failed so far)");
                                 last_logged = Some(Instant::now());
                             }
