@@ -245,3 +245,31 @@ fn the_provision_summary_counts_sideloaded_bytes() {
     let summary = out.stderr.lines().find(|l| l.contains("provisioned generation")).unwrap();
     assert!(summary.contains("0 B downloaded") && summary.contains("7.0 MiB sideloaded"), "{summary}");
 }
+
+#[test]
+fn a_complete_cache_on_a_read_only_filesystem_still_boots() {
+    let unit = Unit::new();
+    let manifest = unit.faces_manifest("models.toml", 1, "ro");
+    assert_eq!(unit.provision(&manifest, &[]).code, 0);
+    let cache = unit.cache().display().to_string();
+    // A private mount namespace with the cache bind-mounted read-only (a flash remounted ro).
+    let read_only = |args: &[&str]| {
+        let script = "mount --bind -o ro \"$0\" \"$0\" && exec \"$@\"";
+        let mut cmd = unit.sandbox.outpost_via(&["unshare", "-m", "sh", "-c", script, cache.as_str()]);
+        cmd.env("OUTPOST_BOARD", "x86_64-dev").env("OUTPOST_CACHE_DIR", unit.cache()).args(args);
+        run(&mut cmd)
+    };
+    let manifest_arg = manifest.display().to_string();
+    let out = read_only(&["provision", "--manifest", &manifest_arg]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("continuing read-only") && out.stderr.contains(&cache), "{}", out.stderr);
+    let images = format!("dir:{}", fixtures().join("images").display());
+    let out = read_only(&["run", "--frames", "1", "--manifest", &manifest_arg, "--source", &images]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 1);
+    // Something to fetch on a read-only cache: exit 4, naming the path.
+    let other = unit.blob_manifest("v2.toml", 2, 9).display().to_string();
+    let out = read_only(&["provision", "--manifest", &other]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains(&cache) && out.stderr.contains("Read-only"), "{}", out.stderr);
+}

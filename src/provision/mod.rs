@@ -71,13 +71,16 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let signature = read_optional(&sig_path(&opts.manifest))?;
     let origin = opts.resolve_relative_to.as_deref().unwrap_or(&opts.manifest);
     let manifest = trusted_manifest(origin, &manifest_bytes, signature.as_deref(), &opts.trusted_keys)?;
-    let (cache, _lock) = open_for_writing(opts)?;
+    let manifest_sha = sha256_hex(&manifest_bytes);
+    let (cache, _lock) = match open_for_writing(opts) {
+        Ok(opened) => opened,
+        Err(e) => return complete_read_only(opts, &manifest, &manifest_sha, e),
+    };
     let resolved = cache.resolve_current().context("reading the cache's current generation")?;
     if let Some(problem) = &resolved.problem {
         log::warn!("{problem}");
     }
     let current = resolved.generation;
-    let manifest_sha = sha256_hex(&manifest_bytes);
     rollback::check(&cache, &manifest, &manifest_sha, current.as_ref(), &opts.manifest, opts.allow_downgrade)?;
 
     let mut records = Vec::new();
@@ -160,6 +163,25 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// A cache that cannot be written (read-only filesystem, a lock file of another user) is no
+/// reason to stop a unit whose models are all there: when the current generation is this
+/// manifest's and complete, provisioning succeeds read-only, with a warning. Else `err` stands.
+fn complete_read_only(opts: &Options, manifest: &Manifest, manifest_sha: &str, err: anyhow::Error) -> anyhow::Result<Summary> {
+    check_persistent(&opts.cache_dir, opts.allow_volatile_cache)?;
+    let cache = Cache::new(&opts.cache_dir);
+    match cache.current() {
+        Ok(Some(gen)) if gen.manifest_sha256 == manifest_sha && cache.is_complete(&gen) => {
+            log::warn!(
+                "{err:#}; the cache is complete for {} (generation {}), continuing read-only",
+                opts.manifest.display(),
+                gen.generation
+            );
+            Ok(Summary { generation: gen.generation, models: manifest.models.len(), from_cache: gen.models.len(), ..Summary::default() })
+        }
+        _ => Err(err),
+    }
+}
+
 /// The manifest, once its signature (when keys are configured) verified and it parsed.
 pub fn trusted_manifest(path: &Path, bytes: &[u8], sig: Option<&[u8]>, keys: &[String]) -> anyhow::Result<Manifest> {
     match signature::verify(bytes, sig, keys) {
@@ -178,7 +200,9 @@ pub fn open_for_writing(opts: &Options) -> anyhow::Result<(Cache, cache::CacheLo
         .create_dirs()
         .with_context(|| format!("creating the cache in {}", opts.cache_dir.display()))
         .map_err(|e| Failure::new(Exit::Provisioning, format!("{e:#}")))?;
-    let lock = cache.lock(opts.lock_wait).map_err(|e| Failure::new(Exit::Provisioning, e.to_string()))?;
+    let lock = cache
+        .lock(opts.lock_wait)
+        .map_err(|e| Failure::new(Exit::Provisioning, format!("locking {}: {e}", opts.cache_dir.join(".lock").display())))?;
     Ok((cache, lock))
 }
 
