@@ -109,3 +109,28 @@ fn signed_rollback_is_still_refused() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("rollback"), "{}", out.stderr);
 }
+
+#[test]
+fn a_signed_manifest_must_pin_its_environment_and_the_pin_is_enforced() {
+    let s = Setup::new();
+    let env = br#"{"CLASS_MAP": {"0": "car"}}"#;
+    let env_path = s.sandbox.path().join("environment.json");
+    std::fs::write(&env_path, env).unwrap();
+    let with_env = |pin: &str| format!("{}environment = \"file://{}\"\n{pin}", s.manifest_text(1), env_path.display());
+
+    let unpinned = s.write("unpinned.toml", &with_env(""), Some(&s.key));
+    let out = s.provision(&unpinned);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("must pin its environment"), "{}", out.stderr);
+
+    let wrong = format!("environment_sha256 = \"{}\"\nenvironment_size = {}\n", "0".repeat(64), env.len());
+    let out = s.provision(&s.write("wrong.toml", &with_env(&wrong), Some(&s.key)));
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("does not match"), "{}", out.stderr);
+
+    let right = format!("environment_sha256 = \"{}\"\nenvironment_size = {}\n", sha256_hex(env), env.len());
+    let out = s.provision(&s.write("right.toml", &with_env(&right), Some(&s.key)));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let gen = std::fs::read_to_string(s.sandbox.path().join("cache/generations/1.json")).unwrap();
+    assert!(gen.contains(&sha256_hex(env)), "{gen}");
+}

@@ -174,6 +174,11 @@ fn check_record(manifest: &super::manifest::Manifest, record: &Generation) -> Re
         if (model.classes.is_some() || !from_api) && rec.classes != model.classes {
             return Err(differs("classes"));
         }
+        if let Some((sha, _)) = &model.environment_pin {
+            if rec.environment_sha256.as_ref() != Some(sha) {
+                return Err(differs("environment_sha256"));
+            }
+        }
     }
     Ok(())
 }

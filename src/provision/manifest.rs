@@ -36,6 +36,9 @@ struct RawModel {
     /// Model input size, `[width, height]`.
     input: Option<[u32; 2]>,
     environment: Option<String>,
+    /// Pins the environment file like `sha256`/`size` pin the weights.
+    environment_sha256: Option<String>,
+    environment_size: Option<u64>,
 }
 
 fn default_true() -> bool {
@@ -76,6 +79,8 @@ pub struct Model {
     pub classes: Option<Vec<String>>,
     pub input: Option<[u32; 2]>,
     pub environment: Option<Source>,
+    /// `environment_sha256` and `environment_size`, when the manifest pins the environment.
+    pub environment_pin: Option<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +197,16 @@ fn validate_model(m: RawModel, ctx: &SourceContext<'_>) -> Result<Model, FieldEr
         Some(e) => Some(parse_source(e, ctx).map_err(|msg| fail("environment", msg))?),
         None => None,
     };
+    let environment_pin = match (m.environment_sha256, m.environment_size) {
+        (None, None) => None,
+        (Some(sha), Some(size)) if environment.is_some() && size > 0 => {
+            Some((check_sha256(&sha).map_err(|msg| fail("environment_sha256", msg))?, size))
+        }
+        _ if environment.is_none() => {
+            return Err(fail("environment_sha256", "pins an `environment`, which this model does not name".into()))
+        }
+        _ => return Err(fail("environment_sha256", "needs `environment_size` (bytes, > 0) beside it, and vice versa".into())),
+    };
     Ok(Model {
         id: m.id,
         source,
@@ -202,6 +217,7 @@ fn validate_model(m: RawModel, ctx: &SourceContext<'_>) -> Result<Model, FieldEr
         classes: m.classes,
         input: m.input,
         environment,
+        environment_pin,
     })
 }
 

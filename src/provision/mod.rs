@@ -184,12 +184,35 @@ fn complete_read_only(opts: &Options, manifest: &Manifest, manifest_sha: &str, e
 
 /// The manifest, once its signature (when keys are configured) verified and it parsed.
 pub fn trusted_manifest(path: &Path, bytes: &[u8], sig: Option<&[u8]>, keys: &[String]) -> anyhow::Result<Manifest> {
-    match signature::verify(bytes, sig, keys) {
-        Ok(true) => log::info!("manifest {}: signature verified ({} trusted key(s))", path.display(), keys.len()),
-        Ok(false) => log::info!("manifest {}: 0 trusted keys configured, signature not required", path.display()),
+    let signed = match signature::verify(bytes, sig, keys) {
+        Ok(true) => {
+            log::info!("manifest {}: signature verified ({} trusted key(s))", path.display(), keys.len());
+            true
+        }
+        Ok(false) => {
+            log::info!("manifest {}: 0 trusted keys configured, signature not required", path.display());
+            false
+        }
         Err(why) => return Err(Failure::new(Exit::Config, format!("manifest {} refused: {why}", path.display())).into()),
+    };
+    let manifest = Manifest::parse(path, bytes).map_err(|e| Failure::new(Exit::Config, e.to_string()))?;
+    // A signature that covers the weights but not the environment would let the server decide
+    // preprocessing and class names.
+    if signed {
+        if let Some(m) = manifest.models.iter().find(|m| m.environment.is_some() && m.environment_pin.is_none()) {
+            return Err(Failure::new(
+                Exit::Config,
+                format!(
+                    "manifest {}, model `{}`: a signed manifest must pin its environment (environment_sha256 and \
+                     environment_size)",
+                    path.display(),
+                    m.id
+                ),
+            )
+            .into());
+        }
     }
-    Manifest::parse(path, bytes).map_err(|e| Failure::new(Exit::Config, e.to_string()).into())
+    Ok(manifest)
 }
 
 /// Checks the storage, creates the cache and takes its single-writer lock.
@@ -296,8 +319,14 @@ fn reusable(cache: &Cache, current: Option<&Generation>, model: &Model) -> Optio
             .and_then(|r| r.environment_sha256.clone()),
         None => None,
         Some(source) => {
-            let same = prior.filter(|r| r.environment_source.as_deref() == Some(source.to_string().as_str()));
-            let sha = same.and_then(|r| r.environment_sha256.clone()).filter(|sha| cache.blob_path(sha).is_file());
+            let sha = match &model.environment_pin {
+                // Pinned: the digest names the file; any generation's copy will do.
+                Some((sha, size)) => cache.has_blob(sha, *size).then(|| sha.clone()),
+                None => prior
+                    .filter(|r| r.environment_source.as_deref() == Some(source.to_string().as_str()))
+                    .and_then(|r| r.environment_sha256.clone())
+                    .filter(|sha| cache.blob_path(sha).is_file()),
+            };
             Some(sha?)
         }
     };
@@ -379,7 +408,11 @@ fn fetch_model(
     let env = match &environment {
         Some(source) => {
             let env_id = format!("{}.environment", model.id);
-            let env_wanted = Wanted { id: &env_id, sha256: None, size: None, cap: caps.max_environment };
+            let (sha256, size) = match &model.environment_pin {
+                Some((sha, size)) => (Some(sha.as_str()), Some(*size)),
+                None => (None, None),
+            };
+            let env_wanted = Wanted { id: &env_id, sha256, size, cap: caps.max_environment };
             let env = downloader.fetch(cache, &env_wanted, std::slice::from_ref(source))?;
             check_environment(&env.path, &model.id, source)?;
             cache.install_blob(&env.path, &env.sha256)?;
