@@ -243,3 +243,14 @@ fn small_things_a_new_user_trips_over() {
     let out = run(sandbox.outpost().arg("--help"));
     assert!(out.stdout.lines().any(|l| l.contains("cache import") && l.contains("--allow-volatile-cache")), "{}", out.stdout);
 }
+
+#[test]
+fn floats_print_in_their_shortest_form() {
+    let sandbox = Sandbox::new();
+    let out = run(sandbox.outpost().args(["--board", "x86_64-dev", "--set", "run.confidence=1e-320", "config"]));
+    let line = out.stdout.lines().find(|l| l.starts_with("run.confidence")).unwrap();
+    assert!(line.contains("= 1e-320 "), "{line}");
+    let out = run(sandbox.outpost().args(["--board", "x86_64-dev", "--set", "run.max_fps=1e308", "config"]));
+    assert_eq!(out.code, 3);
+    assert!(out.stderr.contains("1e308 is out of range") && out.stderr.len() < 300, "{}", out.stderr);
+}

@@ -317,3 +317,24 @@ fn a_fifo_as_a_file_source_is_refused_not_waited_on() {
     assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn misbehaving_servers_cannot_outlast_the_provisioning_deadline() {
+    let s = Sandbox::new();
+    let data = payload(10_000, 43);
+    // Always "come back later", for longer than any unit waits.
+    let server = Server::start(|_, _| Response::status(503).header("Retry-After", "30"));
+    let manifest = pinned_manifest(&s, &data, &server.url("/m"), "allow_http = true\n");
+    let started = Instant::now();
+    let out = provision(
+        &s,
+        &manifest,
+        outpost(&s)
+            .env("OUTPOST_DOWNLOAD_RETRIES", "50")
+            .env("OUTPOST_DOWNLOAD_BACKOFF_MAX_SECS", "30")
+            .env("OUTPOST_PROVISION_DEADLINE_SECS", "2"),
+    );
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("provision.deadline_secs"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+}

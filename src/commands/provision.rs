@@ -36,5 +36,6 @@ pub fn options(config: &Config, args: &ProvisionArgs) -> Options {
         download: config.download.clone(),
         resolve_relative_to: None,
         refetch: Vec::new(),
+        deadline: config.provision.deadline,
     }
 }

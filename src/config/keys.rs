@@ -196,6 +196,14 @@ pub const KEYS: &[KeyDef] = &[
         help: "run: first delay of the background provisioning retries (doubling, at most 1 h)",
     },
     KeyDef {
+        name: "provision.deadline_secs",
+        kind: Kind::Int,
+        default: Some("3300"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "longest one provisioning run may take, retries and waits included (the unit's start timeout is 1 h)",
+    },
+    KeyDef {
         name: "provision.lock_wait_secs",
         kind: Kind::Int,
         default: Some("300"),

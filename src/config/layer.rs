@@ -91,7 +91,7 @@ impl Value {
             Value::Secret(_) => MASK.to_string(),
             Value::Str(s) => shown(s),
             Value::Int(i) => i.to_string(),
-            Value::Float(f) => f.to_string(),
+            Value::Float(f) => short_float(*f),
             Value::Bool(b) => b.to_string(),
             Value::List(items) => items.join(","),
         }
@@ -106,6 +106,16 @@ impl Value {
             Value::Bool(b) => (*b).into(),
             Value::List(items) => items.clone().into(),
         }
+    }
+}
+
+/// Shortest text that reads back as `f`, in exponent form when plain digits would run long
+/// (`1e-320`, not 320 zeros).
+pub fn short_float(f: f64) -> String {
+    if f != 0.0 && !(1e-5..1e16).contains(&f.abs()) {
+        format!("{f:e}")
+    } else {
+        f.to_string()
     }
 }
 

@@ -160,6 +160,8 @@ pub struct Provision {
     pub require_complete: bool,
     /// First delay between background provisioning attempts under `run`.
     pub retry: Duration,
+    /// Longest one provisioning run may take (downloads, retries, `Retry-After` waits).
+    pub deadline: Duration,
 }
 
 /// How provisioning downloads behave (`download.*`); used as is by the download engine.
@@ -305,6 +307,7 @@ impl Config {
                 lock_wait: Duration::from_secs(int_in(s, "provision.lock_wait_secs", 0, 86_400)? as u64),
                 require_complete: boolean(s, "provision.require_complete")?,
                 retry: Duration::from_secs(int_in(s, "provision.retry_secs", 1, 86_400)? as u64),
+                deadline: Duration::from_secs(int_in(s, "provision.deadline_secs", 1, 7 * 86_400)? as u64),
             },
             download: Download {
                 ca_file: optional_string(s, "download.ca_file")?.map(PathBuf::from),
@@ -379,7 +382,10 @@ fn boolean(s: &Settings, key: &str) -> Result<bool, ConfigError> {
 fn float_in(s: &Settings, key: &str, min: f64, max: f64) -> Result<f64, ConfigError> {
     match s.get(key).map(|e| &e.value) {
         Some(Value::Float(v)) if (min..=max).contains(v) => Ok(*v),
-        Some(Value::Float(v)) => Err(invalid(s, key, format!("{v} is out of range {min}..={max}"))),
+        Some(Value::Float(v)) => {
+            let show = super::layer::short_float;
+            Err(invalid(s, key, format!("{} is out of range {}..={}", show(*v), show(min), show(max))))
+        }
         _ => Err(invalid(s, key, "must be a number".into())),
     }
 }

@@ -80,6 +80,9 @@ pub struct Downloader {
     agent: ureq::Agent,
     settings: Settings,
     rng: std::cell::Cell<u64>,
+    /// No attempt starts, and no wait runs, past this (the unit's start timeout must not be
+    /// outlasted by retries against misbehaving servers).
+    deadline: Option<std::time::Instant>,
 }
 
 impl Downloader {
@@ -101,7 +104,21 @@ impl Downloader {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()) << 32;
-        Ok(Downloader { agent: super::tls::agent(config, tls), settings, rng: std::cell::Cell::new(seed | 1) })
+        Ok(Downloader { agent: super::tls::agent(config, tls), settings, rng: std::cell::Cell::new(seed | 1), deadline: None })
+    }
+
+    pub fn with_deadline(self, deadline: std::time::Instant) -> Downloader {
+        Downloader { deadline: Some(deadline), ..self }
+    }
+
+    /// `Err` once the deadline has passed.
+    fn within_deadline(&self) -> Result<(), String> {
+        match self.deadline {
+            Some(d) if std::time::Instant::now() >= d => Err(
+                "the provisioning deadline (provision.deadline_secs) has passed; the rest waits for the next run".into(),
+            ),
+            _ => Ok(()),
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -141,6 +158,7 @@ impl Downloader {
         let attempts = self.settings.retries + 1;
         let mut last = String::new();
         for attempt in 1..=attempts {
+            self.within_deadline()?;
             match self.attempt(cache, wanted, url) {
                 Ok(fetched) => return Ok(fetched),
                 Err(Permanent(message)) => return Err(message),
@@ -149,7 +167,10 @@ impl Downloader {
                     if attempt == attempts {
                         break;
                     }
-                    let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                    let mut wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                    if let Some(deadline) = self.deadline {
+                        wait = wait.min(deadline.saturating_duration_since(std::time::Instant::now()));
+                    }
                     log::warn!(
                         "{}: {} (attempt {attempt}/{attempts}); retrying in {:.1}s",
                         wanted.id,

@@ -42,6 +42,8 @@ pub struct Options {
     /// Blobs to fetch again although present (found corrupt): the replacement is fetched and
     /// renamed over the bad file, which stays until then.
     pub refetch: Vec<String>,
+    /// Longest this provisioning run may take, waits included (`provision.deadline_secs`).
+    pub deadline: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +114,8 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
 
     check_free_space(&cache, &missing)?;
     let downloader = Downloader::new(opts.download.clone(), !manifest.allow_http)
-        .map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?;
+        .map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?
+        .with_deadline(started + opts.deadline);
     let mut failed = Vec::new();
     for model in &missing {
         match fetch_model(&cache, &downloader, model, &manifest, &opts.roboflow) {
