@@ -3,6 +3,7 @@
 //! Only startup errors are fatal: a bad frame, a failed sink or a lost camera is logged,
 //! counted and skipped (cameras are reopened with a growing delay).
 
+pub mod health;
 pub mod slot;
 pub mod stats;
 
@@ -14,6 +15,7 @@ use crate::capture::{Frame, FrameError, Next, Source};
 use crate::detector::Detector;
 use crate::notify::Notifier;
 use crate::sinks::{self, Output, Sink};
+use health::{warnings_once, Health, InSource, Warning, Warnings};
 use slot::{Slot, Taken};
 use stats::{Stage, Stats};
 
@@ -53,12 +55,13 @@ pub fn run(
     let source_name: Arc<str> = source.name().into();
     let slot = Arc::new(Slot::default());
     let shared = Arc::new(Mutex::new(Stats::default()));
+    let in_source = Arc::new(InSource::default());
     let capture = {
-        let (slot, shared, stop, reopen) =
-            (slot.clone(), shared.clone(), stop.clone(), opts.reopen);
+        let (slot, shared, stop, reopen, in_source) =
+            (slot.clone(), shared.clone(), stop.clone(), opts.reopen, in_source.clone());
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(source, &slot, &shared, &stop, reopen))?
+            .spawn(move || capture_loop(source, &slot, &shared, &stop, reopen, &in_source))?
     };
 
     let started = Instant::now();
@@ -74,6 +77,7 @@ pub fn run(
     notifier.status(&format!("waiting for the first frame from {source_name}"));
     let mut health = Health::new(opts.fail_after);
     let mut warnings = Warnings::default();
+    let mut stuck_reported = false;
     let mut failure = None;
 
     while !stop.load(Ordering::Relaxed) && (opts.frames == 0 || processed.processed < opts.frames) {
@@ -83,7 +87,18 @@ pub fn run(
             failure = Some(why);
             break;
         }
-        notifier.watchdog();
+        // The watchdog is fed only while capture makes progress too: a thread stuck in a driver
+        // call (not the bounded frame wait) must let systemd restart the unit.
+        let stuck = notifier.watchdog_period().and_then(|period| in_source.stuck_for(period * 2));
+        match stuck {
+            None => notifier.watchdog(),
+            Some(for_how_long) => warnings_once(&mut stuck_reported, || {
+                log::error!(
+                    "capture from {source_name} has been stuck in one call for {}s; no longer feeding the watchdog",
+                    for_how_long.as_secs()
+                )
+            }),
+        }
         // max_fps: idle until the next frame is due; the camera keeps the slot fresh meanwhile.
         if let Some(due) = next_due {
             let now = Instant::now();
@@ -160,45 +175,6 @@ pub fn run(
     Ok(Outcome { stats: total, stop_requested })
 }
 
-/// Watches for a pipeline that runs but produces nothing: frames keep failing and none has
-/// succeeded for `limit`. (A camera that is away is not this: it is reopened, and its capture
-/// errors do not count.)
-struct Health {
-    limit: Duration,
-    last_ok: Instant,
-    last_error: Instant,
-    processed: u64,
-    errors: u64,
-    errors_at_ok: u64,
-}
-
-impl Health {
-    fn new(limit: Duration) -> Health {
-        let now = Instant::now();
-        Health { limit, last_ok: now, last_error: now, processed: 0, errors: 0, errors_at_ok: 0 }
-    }
-
-    /// `Some(why)` once no frame has succeeded for `limit` while frames kept failing.
-    fn check(&mut self, now: &Stats) -> Option<String> {
-        if now.processed > self.processed {
-            (self.processed, self.last_ok, self.errors_at_ok) = (now.processed, Instant::now(), now.frame_errors);
-        }
-        if now.frame_errors > self.errors {
-            (self.errors, self.last_error) = (now.frame_errors, Instant::now());
-        }
-        let failing = self.errors > self.errors_at_ok && self.last_error.elapsed() < self.limit;
-        if self.limit.is_zero() || !failing || self.last_ok.elapsed() < self.limit {
-            return None;
-        }
-        Some(format!(
-            "no frame has succeeded for {}s while {} failed: the unit outputs nothing; exiting so the service \
-             manager can act (run.fail_after_secs)",
-            self.last_ok.elapsed().as_secs(),
-            self.errors - self.errors_at_ok
-        ))
-    }
-}
-
 /// One frame through the model and the sinks; failures are counted, never fatal.
 fn process(
     frame: &Frame,
@@ -241,34 +217,6 @@ fn process(
     stats.processed += 1;
 }
 
-#[derive(Clone, Copy)]
-enum Warning {
-    Inference,
-    Sink,
-}
-
-/// Per-frame warnings at most every 10 s each (a full disk or a broken model would otherwise
-/// write one line per frame); the counters keep the full count.
-#[derive(Default)]
-struct Warnings {
-    last: [Option<Instant>; 2],
-    suppressed: [u64; 2],
-}
-
-impl Warnings {
-    /// `Some(suffix)` when this kind may be logged now; the suffix tells how many were held back.
-    fn due(&mut self, kind: Warning) -> Option<String> {
-        let i = kind as usize;
-        if self.last[i].is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
-            self.suppressed[i] += 1;
-            return None;
-        }
-        self.last[i] = Some(Instant::now());
-        let held = std::mem::take(&mut self.suppressed[i]);
-        Some(if held > 0 { format!(" ({held} more like it not logged)") } else { String::new() })
-    }
-}
-
 /// The pipeline's counts merged with the capture thread's, the slot's and the sinks'.
 fn snapshot(
     shared: &Mutex<Stats>,
@@ -299,6 +247,7 @@ fn capture_loop(
     shared: &Mutex<Stats>,
     stop: &AtomicBool,
     reopen: Duration,
+    in_source: &InSource,
 ) {
     let live = source.is_live();
     let mut delay = reopen;
@@ -307,7 +256,10 @@ fn capture_loop(
     let mut failing_in_a_row = 0u32;
     while !stop.load(Ordering::Relaxed) && !slot.is_closed() {
         let mut frame = slot.spare();
-        match source.next(&mut frame) {
+        in_source.enter();
+        let next = source.next(&mut frame);
+        in_source.leave();
+        match next {
             Ok(Next::Frame) => {
                 delay = reopen;
                 failing_in_a_row = 0;
@@ -418,7 +370,9 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         let capture = {
             let (slot, shared, stop) = (slot.clone(), shared.clone(), stop.clone());
-            std::thread::spawn(move || capture_loop(Box::new(camera), &slot, &shared, &stop, Duration::from_millis(5)))
+            std::thread::spawn(move || {
+                capture_loop(Box::new(camera), &slot, &shared, &stop, Duration::from_millis(5), &InSource::default())
+            })
         };
         // Frames keep coming after the outage.
         let until = Instant::now() + Duration::from_secs(10);
