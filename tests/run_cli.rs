@@ -557,3 +557,31 @@ fn a_redirecting_webhook_counts_failures_and_never_loses_the_body_to_a_get() {
     let methods: Vec<(String, String)> = server.requests().into_iter().map(|(r, _)| (r.method, r.path)).collect();
     assert_eq!(methods, vec![("POST".to_string(), "/hook".to_string()); 2], "nothing re-sent as a GET");
 }
+
+#[test]
+fn frames_captured_are_processed_or_counted_dropped_when_run_frames_ends_the_run() {
+    let s = faces_sandbox();
+    let dir = images_dir(&s, &["astronaut.png", "coffee.png", "chelsea.png"]);
+    let out = run(&mut outpost_run(&s, &format!("dir:{}", dir.display()), &["run.loop=true", "run.frames=4", "run.input=64x64"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (captured, processed, dropped) = (
+        summary_value(&out.stderr, "frames_captured"),
+        summary_value(&out.stderr, "frames_processed"),
+        summary_value(&out.stderr, "frames_dropped"),
+    );
+    assert_eq!(processed, 4);
+    assert_eq!(captured, processed + dropped, "captured {captured}, processed {processed}, dropped {dropped}");
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    // systemd's own checker on the shipped unit (ExecStart pointed at this build's binary).
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/outpost.service")).unwrap();
+    let unit = unit.replace("ExecStart=/usr/local/bin/outpost", &format!("ExecStart={}", env!("CARGO_BIN_EXE_outpost")));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outpost.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze (Debian package systemd) runs");
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("outpost.service:"), "{text}");
+}

@@ -156,6 +156,8 @@ pub fn run(
     if capture.join().is_err() {
         log::error!("the capture thread panicked");
     }
+    // A frame still in the slot was captured and will not be processed: it counts as dropped.
+    slot.discard();
     let deadline = Instant::now() + opts.stop_timeout;
     for sink in sinks.iter_mut() {
         if let Err(e) = sink.flush(deadline) {

@@ -57,7 +57,10 @@ impl Slot {
         while state.filled.is_some() && !state.closed {
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        if !state.closed {
+        if state.closed {
+            // Captured but never to be processed: counted, so captured = processed + dropped.
+            state.dropped += 1;
+        } else {
             state.filled = Some(frame);
         }
         self.changed.notify_all();
