@@ -20,10 +20,12 @@ from onnx import TensorProto, helper, numpy_helper
 NAN, INF = float("nan"), float("inf")
 
 
-def constant_model(path, outputs, input_shape=(1, 3, 64, 64)):
-    """outputs: list of (name, numpy array). Each output = array + 0 * mean(images)."""
+def constant_model(path, outputs, input_shape=(1, 3, 64, 64), input_type=TensorProto.FLOAT, output_type=TensorProto.FLOAT):
+    """outputs: list of (name, numpy array). Each output = array + 0 * mean(images), cast to
+    `output_type`; the input is `images` of `input_type`."""
     nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Cast", ["images"], ["images_f32"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["images_f32"], ["mean"], keepdims=0),
         helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
     ]
     inits = [numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")]
@@ -31,12 +33,13 @@ def constant_model(path, outputs, input_shape=(1, 3, 64, 64)):
     for name, array in outputs:
         array = np.asarray(array, dtype=np.float32)
         inits.append(numpy_helper.from_array(array, f"{name}_value"))
-        nodes.append(helper.make_node("Add", [f"{name}_value", "nothing"], [name]))
-        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(array.shape)))
+        nodes.append(helper.make_node("Add", [f"{name}_value", "nothing"], [f"{name}_f32"]))
+        nodes.append(helper.make_node("Cast", [f"{name}_f32"], [name], to=output_type))
+        outs.append(helper.make_tensor_value_info(name, output_type, list(array.shape)))
     graph = helper.make_graph(
         nodes,
         "crafted",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("images", input_type, list(input_shape))],
         outs,
         inits,
     )
@@ -91,6 +94,11 @@ def main(outdir):
     e2e[0, 0] = (8.0, 8.0, 24.0, 40.0, 0.9, 2.0)
     e2e[0, 1] = (0.0, 0.0, 4.0, 4.0, 0.1, 1.0)
     constant_model(at("yolo_end2end.onnx"), [("output0", e2e)])
+
+    # Output and input types other than float32: float16 and int64 outputs, a uint8 input.
+    constant_model(at("classification_f16.onnx"), [("probs", np.array([[0.1, 0.7, 0.2]]))], output_type=TensorProto.FLOAT16)
+    constant_model(at("output_int64.onnx"), [("probs", np.array([[1, 2, 3]]))], output_type=TensorProto.INT64)
+    constant_model(at("input_uint8.onnx"), [("probs", np.array([[0.1, 0.9]]))], input_type=TensorProto.UINT8)
 
     # Hostile declared inputs: zero-sized and 100000x100000.
     head = [("output0", yolov8_head(1, 84, []))]

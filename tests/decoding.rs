@@ -211,3 +211,54 @@ fn end_to_end_yolo_heads_are_corner_boxes_without_nms() {
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stderr.contains("do not fit family yolov8"), "{}", out.stderr);
 }
+
+/// A PNG that declares `w`x`h` pixels in a few dozen bytes (a decompression bomb's header).
+fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 2, 0, 0, 0]].concat();
+    for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]), (b"IEND", &[])] {
+        let body = [kind, data].concat();
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    png
+}
+
+#[test]
+fn an_image_declaring_forty_thousand_squared_pixels_is_refused_from_its_header() {
+    let s = Sandbox::new();
+    let bomb = s.path().join("bomb.png");
+    std::fs::write(&bomb, png_declaring(40_000, 40_000)).unwrap();
+    let model = fixtures().join("centerface.onnx").display().to_string();
+    let started = std::time::Instant::now();
+    let out = detect(&s, &[&bomb.display().to_string(), "--model-file", &model, "--family", "centerface"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("bomb.png") && out.stderr.contains("40000x40000") && out.stderr.contains("megapixels"), "{}", out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "refused before decoding");
+}
+
+#[test]
+fn float16_outputs_are_read_and_other_types_are_named_errors() {
+    let s = Sandbox::new();
+    let out = detect(&s, &[&image(), "--model-file", &crafted("classification_f16.onnx"), "--family", "classification"]);
+    let v = answer(&out);
+    assert_eq!(v["top"], "1", "{v}");
+    assert!((v["confidence"].as_f64().unwrap() - 0.7).abs() < 1e-3, "probabilities kept, not softmaxed again: {v}");
+    let out = detect(&s, &[&image(), "--model-file", &crafted("output_int64.onnx"), "--family", "classification"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("output `probs`") && out.stderr.contains("reads float outputs"), "{}", out.stderr);
+    let out = detect(&s, &[&image(), "--model-file", &crafted("input_uint8.onnx"), "--family", "classification"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("input_uint8.onnx") && out.stderr.contains("U8") && out.stderr.contains("float32"), "{}", out.stderr);
+}

@@ -70,6 +70,15 @@ fn use_threads(threads: usize) {
 fn input_info(graph: &InferenceModel) -> TractResult<InputInfo> {
     let outlet = graph.input_outlets()?[0];
     let fact = graph.outlet_fact(outlet)?;
+    // outpost feeds float32 pixels; a uint8-input model would be fed 0..1 floats into bytes.
+    if let Some(dt) = fact.datum_type.concretize() {
+        if dt != f32::datum_type() {
+            anyhow::bail!(
+                "input `{}` takes {dt:?} values; outpost feeds float32 images (re-export the model with a float input)",
+                graph.node(outlet.node).name
+            );
+        }
+    }
     let dims = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.as_i64()).map(|d| d as usize)).collect();
     Ok(InputInfo { name: graph.node(outlet.node).name.clone(), dims })
 }

@@ -279,6 +279,12 @@ impl Downloader {
                 )));
             }
         }
+        if wanted.size.is_none() {
+            // No size in the manifest to check free space against before the fetch: check what
+            // the server announces (or the cap) now, before writing.
+            let needed = declared_length.unwrap_or(wanted.cap);
+            check_space(cache, needed).map_err(|m| Permanent(format!("{shown}: {m}")))?;
+        }
         let remaining = wanted.size.map(|s| s - resume_from);
         if let (Some(expected), Some(declared)) = (remaining, header("content-length").and_then(|v| v.parse::<u64>().ok())) {
             if declared > expected {
@@ -359,6 +365,21 @@ pub fn log_redirect(id: &str, requested: &str, response: &ureq::http::Response<u
         let final_uri = final_uri.to_string();
         log::info!("{id}: {} redirected to {}", redact_url(requested), redact_url(&final_uri));
     }
+}
+
+/// `Err` when the cache's filesystem has less than `needed` bytes (plus 8 MiB) free.
+fn check_space(cache: &Cache, needed: u64) -> Result<(), String> {
+    let Ok(stat) = rustix::fs::statvfs(cache.root()) else {
+        return Ok(());
+    };
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if available < needed.saturating_add(8 << 20) {
+        return Err(format!(
+            "not enough free space in {} for this download ({needed} bytes announced or allowed, {available} free)",
+            cache.root().display()
+        ));
+    }
+    Ok(())
 }
 
 fn hash_prefix(path: &Path, len: u64, hasher: &mut ring::digest::Context) -> io::Result<()> {

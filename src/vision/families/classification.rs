@@ -27,9 +27,10 @@ fn probabilities(values: &[f32]) -> Vec<f32> {
     if infinite > 0 {
         return values.iter().map(|&v| if v == f32::INFINITY { 1.0 / infinite as f32 } else { 0.0 }).collect();
     }
-    let sum: f32 = values.iter().filter(|v| !v.is_nan()).sum();
-    if values.iter().all(|v| (0.0..=1.0).contains(v)) && (sum - 1.0).abs() < 1e-3 {
-        return values.to_vec();
+    // Values all within 0..1 are probabilities already: a softmax head (its sum a little off 1
+    // in fp16) or a multi-label sigmoid head (any sum). Softmaxing them again would flatten them.
+    if values.iter().filter(|v| !v.is_nan()).all(|v| (0.0..=1.0).contains(v)) {
+        return values.iter().map(|&v| if v.is_nan() { 0.0 } else { v }).collect();
     }
     let max = values.iter().copied().filter(|v| !v.is_nan()).fold(f32::MIN, f32::max);
     let exps: Vec<f32> = values.iter().map(|&v| if v.is_nan() { 0.0 } else { (v - max).exp() }).collect();
@@ -49,6 +50,14 @@ mod tests {
         assert!((top2[0].1 - 0.665_240_9).abs() < 1e-5);
         let probs = Output { name: String::new(), shape: vec![1, 2], data: vec![0.25, 0.75] };
         assert_eq!(top(&[probs], 5).unwrap(), vec![(1, 0.75), (0, 0.25)]);
+    }
+
+    #[test]
+    fn probabilities_are_kept_as_they_are() {
+        let out = |data: Vec<f32>| Output { name: "p".into(), shape: vec![1, data.len()], data };
+        // fp16 softmax summing to 0.996, and a multi-label sigmoid head.
+        assert_eq!(top(&[out(vec![0.196, 0.8])], 1).unwrap(), vec![(1, 0.8)]);
+        assert_eq!(top(&[out(vec![0.9, 0.7, 0.95])], 3).unwrap(), vec![(2, 0.95), (0, 0.9), (1, 0.7)]);
     }
 
     #[test]
