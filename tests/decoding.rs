@@ -262,3 +262,19 @@ fn float16_outputs_are_read_and_other_types_are_named_errors() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("input_uint8.onnx") && out.stderr.contains("U8") && out.stderr.contains("float32"), "{}", out.stderr);
 }
+
+#[test]
+fn the_image_size_limit_is_a_setting() {
+    let s = Sandbox::new();
+    let model = fixtures().join("centerface.onnx").display().to_string();
+    // With the limit at 1 MP, a 2 MP image is refused (the default 40 MP would decode it).
+    let big = s.path().join("big.png");
+    std::fs::write(&big, png_declaring(2000, 1000)).unwrap();
+    let mut cmd = s.outpost();
+    cmd.args(["--board", "x86_64-dev", "--set", "inference.max_image_megapixels=1", "detect"])
+        .arg(&big)
+        .args(["--model-file", &model, "--family", "centerface"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("2000x1000") && out.stderr.contains("1 megapixels"), "{}", out.stderr);
+}

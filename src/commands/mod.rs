@@ -63,6 +63,7 @@ fn load_options(global: &Global) -> LoadOptions {
 /// Loads the configuration and applies its log level unless the command line chose one.
 fn load_config(global: &Global) -> Result<Loaded, crate::config::ConfigError> {
     let loaded = crate::config::load(&load_options(global))?;
+    crate::vision::image::set_max_pixels(loaded.config.inference.max_image_pixels);
     if global.log_level.is_none() && global.verbosity == 0 {
         log::set_max_level(loaded.config.log_level);
     }

@@ -100,6 +100,14 @@ pub const KEYS: &[KeyDef] = &[
         help: "capture frame rate (set explicitly: drivers default to low rates)",
     },
     KeyDef {
+        name: "inference.max_image_megapixels",
+        kind: Kind::Int,
+        default: Some("40"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "largest image decoded (checked from its header, before any allocation), megapixels",
+    },
+    KeyDef {
         name: "inference.threads",
         kind: Kind::Int,
         default: Some("2"),

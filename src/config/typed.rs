@@ -134,6 +134,8 @@ pub struct Sinks {
 
 #[derive(Debug, Clone)]
 pub struct Inference {
+    /// Images above this many pixels are refused from their header (decompression bombs).
+    pub max_image_pixels: u64,
     pub threads: usize,
     pub backend: BackendKind,
     pub fallback: Vec<BackendKind>,
@@ -271,6 +273,7 @@ impl Config {
                 },
             },
             inference: Inference {
+                max_image_pixels: int_in(s, "inference.max_image_megapixels", 1, 1000)? as u64 * 1_000_000,
                 threads: int_in(s, "inference.threads", 1, 256)? as usize,
                 backend: parsed(s, "inference.backend")?,
                 fallback: list(s, "inference.fallback")?

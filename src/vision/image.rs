@@ -21,9 +21,18 @@ impl RgbImage {
     }
 }
 
-/// Largest image decoded (width x height): 40 MP, about 120 MB of RGB. A small file can declare
-/// a huge image (a decompression bomb); checked from the header, before anything is allocated.
+/// Largest image decoded by default (width x height): 40 MP, about 120 MB of RGB. A small file
+/// can declare a huge image (a decompression bomb); checked from the header, before anything is
+/// allocated. `inference.max_image_megapixels` sets it ([`set_max_pixels`]).
 pub const MAX_PIXELS: u64 = 40_000_000;
+
+/// The limit in force: one setting for the whole process (detect, bench and every frame source
+/// decode through [`decode`]), set once the configuration is loaded.
+static MAX_PIXELS_NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(MAX_PIXELS);
+
+pub fn set_max_pixels(pixels: u64) {
+    MAX_PIXELS_NOW.store(pixels, std::sync::atomic::Ordering::Relaxed);
+}
 
 pub fn load(path: &Path) -> anyhow::Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
@@ -44,11 +53,12 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<RgbImage> {
         .into_decoder()
         .map_err(|e| anyhow::anyhow!("truncated or corrupt {format:?} data (header): {e}"))?;
     let (w, h) = decoder.dimensions();
-    if u64::from(w) * u64::from(h) > MAX_PIXELS || w == 0 || h == 0 {
+    let max = MAX_PIXELS_NOW.load(std::sync::atomic::Ordering::Relaxed);
+    if u64::from(w) * u64::from(h) > max || w == 0 || h == 0 {
         anyhow::bail!(
             "the {format:?} image declares {w}x{h} pixels; outpost decodes images of 1 to {} megapixels \
-             (downscale it first)",
-            MAX_PIXELS / 1_000_000
+             (inference.max_image_megapixels; downscale it first)",
+            max / 1_000_000
         );
     }
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
