@@ -278,3 +278,23 @@ fn the_image_size_limit_is_a_setting() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("2000x1000") && out.stderr.contains("1 megapixels"), "{}", out.stderr);
 }
+
+#[test]
+fn repair_fetches_a_corrupt_environment_again() {
+    let s = Sandbox::new();
+    let env = r#"{"CLASS_MAP": {"0": "cat", "2": "owl"}}"#;
+    let out = provision_with_environment(&s, 1, "env.json", env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let blob = s.path().join("cache/blobs/sha256").join(support::http::sha256_hex(env.as_bytes()));
+    std::fs::write(&blob, env.replace("owl", "cow")).unwrap();
+    let cache = |args: &[&str]| {
+        let mut cmd = s.outpost();
+        cmd.args(["--board", "x86_64-dev", "--cache-dir"]).arg(s.path().join("cache")).arg("cache").args(args);
+        run(&mut cmd)
+    };
+    assert_eq!(cache(&["verify"]).code, 4);
+    let out = cache(&["verify", "--repair"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read_to_string(&blob).unwrap(), env);
+    assert_eq!(cache(&["verify"]).code, 0);
+}

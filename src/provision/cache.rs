@@ -144,7 +144,11 @@ impl Cache {
     pub fn current(&self) -> io::Result<Option<Generation>> {
         let resolved = self.resolve_current()?;
         if let Some(problem) = &resolved.problem {
-            log::warn!("{problem}");
+            // Said once per process: `run` asks several times on its way to the model.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!("{problem}");
+            }
         }
         Ok(resolved.generation)
     }

@@ -88,7 +88,10 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     let mut records = Vec::new();
     let mut missing = Vec::new();
     for model in &manifest.models {
-        match reusable(&cache, current.as_ref(), model).filter(|r| !opts.refetch.contains(&r.sha256)) {
+        let distrusted = |r: &ModelRecord| {
+            opts.refetch.contains(&r.sha256) || r.environment_sha256.as_ref().is_some_and(|e| opts.refetch.contains(e))
+        };
+        match reusable(&cache, current.as_ref(), model).filter(|r| !distrusted(r)) {
             Some(record) => records.push(record),
             None => missing.push(model),
         }
