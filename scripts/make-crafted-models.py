@@ -58,6 +58,30 @@ def yolov8_head(classes, anchors, rows):
     return out
 
 
+def colour_classifier(path):
+    """A real (if tiny) classifier that reads the image: the mean of each channel, scaled, then
+    softmax over classes red, green, blue. Different images get different answers, so `serve`'s
+    classification can be compared with `detect` on real pictures."""
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["means"], axis=1),
+        helper.make_node("MatMul", ["means", "weight"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    weight = numpy_helper.from_array((np.eye(3) * 20.0).astype(np.float32), "weight")
+    graph = helper.make_graph(
+        nodes,
+        "colour",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])],
+        [weight],
+    )
+    model = helper.make_model(graph, producer_name="outpost-crafted", opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def main(outdir):
     os.makedirs(outdir, exist_ok=True)
     at = lambda name: os.path.join(outdir, name)
@@ -99,6 +123,9 @@ def main(outdir):
     constant_model(at("classification_f16.onnx"), [("probs", np.array([[0.1, 0.7, 0.2]]))], output_type=TensorProto.FLOAT16)
     constant_model(at("output_int64.onnx"), [("probs", np.array([[1, 2, 3]]))], output_type=TensorProto.INT64)
     constant_model(at("input_uint8.onnx"), [("probs", np.array([[0.1, 0.9]]))], input_type=TensorProto.UINT8)
+
+    # A classifier that depends on the image (classes red, green, blue).
+    colour_classifier(at("colour_classifier.onnx"))
 
     # Hostile declared inputs: zero-sized and 100000x100000.
     head = [("output0", yolov8_head(1, 84, []))]

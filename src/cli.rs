@@ -20,6 +20,9 @@ COMMANDS:
     run [--source SRC] [--model ID] [--frames N] [--manifest FILE] [--allow-volatile-cache]
                            provision, load the model, then capture -> infer -> sinks until
                            stopped; SRC: v4l2:///dev/videoN, file:IMAGE or dir:FOLDER
+    serve [--manifest FILE] [--listen HOST:PORT]
+                           the Roboflow Inference HTTP API (inference-sdk) on the cached
+                           models; default 127.0.0.1:9001 (serve.listen)
     detect <IMAGE>... (--model ID | --model-file FILE) [--family F] [--input WxH]
            [--confidence C] [--iou I] [--max-detections N] [--class-agnostic]
                            run a model on image files; one Roboflow-shaped JSON object per line
@@ -114,6 +117,12 @@ pub struct RunArgs {
     pub provision: ProvisionArgs,
 }
 
+/// `serve`: its settings are `serve.*` keys; `--listen` lands in the flag layer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServeArgs {
+    pub provision: ProvisionArgs,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BenchArgs {
     pub model: ModelArgs,
@@ -133,6 +142,7 @@ pub enum Command {
     Detect(DetectArgs),
     Bench(BenchArgs),
     Run(RunArgs),
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -253,6 +263,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
                 opts.given.push("--source");
                 push_flag(&mut global, "--source", "run.source", parser.value()?)?;
             }
+            Long("listen") => {
+                opts.given.push("--listen");
+                push_flag(&mut global, "--listen", "serve.listen", parser.value()?)?;
+            }
             Long("frames") => {
                 opts.given.push("--frames");
                 push_flag(&mut global, "--frames", "run.frames", parser.value()?)?;
@@ -320,6 +334,7 @@ fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageEr
         ],
         Command::Bench(_) => &["--model", "--model-file", "--family", "--input", "--image", "--runs"],
         Command::Run(_) => &["--source", "--model", "--frames", "--manifest", "--allow-volatile-cache"],
+        Command::Serve(_) => &["--listen", "--manifest", "--allow-volatile-cache"],
         _ => &[],
     };
     match opts.given.iter().find(|f| !allowed.contains(f)) {
@@ -384,6 +399,7 @@ fn command_from_words(words: &[String], opts: &CommandOptions) -> Result<Command
         }
         ["provision"] => Ok(Command::Provision(opts.provision.clone())),
         ["run"] => Ok(Command::Run(RunArgs { provision: opts.provision.clone() })),
+        ["serve"] => Ok(Command::Serve(ServeArgs { provision: opts.provision.clone() })),
         ["cache", "ls"] => Ok(Command::Cache(CacheCommand::Ls { json })),
         ["cache", "verify"] => Ok(Command::Cache(CacheCommand::Verify { repair: opts.repair })),
         ["cache", "gc"] => Ok(Command::Cache(CacheCommand::Gc)),

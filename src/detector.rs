@@ -70,6 +70,21 @@ impl Detector {
         self.family
     }
 
+    /// `[width, height]` every image is resized to, when that does not depend on the image
+    /// (manifest, environment, the file, or the family's default); `None` for CenterFace, which
+    /// runs at each image's own size.
+    pub fn input_size(&self) -> Option<[u32; 2]> {
+        let fixed = self.session.input().fixed_hw();
+        match self.family {
+            Some(Family::CenterFace) => self.size,
+            Some(family) => {
+                let plan = family.input_plan(self.size, fixed, &RgbImage::new(1, 1, vec![0; 3]));
+                Some([plan.width, plan.height])
+            }
+            None => self.size.or(fixed.map(|(h, w)| [w, h])),
+        }
+    }
+
     /// Raw outputs for `img` prepared as `family` expects (for parity checks and benchmarks).
     pub fn raw(&mut self, img: &RgbImage, family: Family) -> anyhow::Result<(Vec<Output>, crate::vision::preprocess::Geometry, (u32, u32))> {
         let mut plan = family.input_plan(self.size, self.session.input().fixed_hw(), img);

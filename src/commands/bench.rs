@@ -13,7 +13,7 @@ use crate::vision::preprocess::Preprocessor;
 pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
     let config = &loaded.config;
-    let model = super::detect::resolve(config, &args.model)?;
+    let model = crate::models::resolve(config, &args.model)?;
     let family = model.family.unwrap_or(Family::Yolov8);
     let img = match &args.image {
         Some(path) => image::load(path)?,

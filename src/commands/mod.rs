@@ -25,6 +25,7 @@ mod detect;
 mod doctor;
 mod provision;
 mod run;
+mod serve;
 
 use crate::cli::{Cli, Command, Global};
 use crate::config::{LoadOptions, Loaded};
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Detect(args) => detect::run(&cli.global, &args),
         Command::Bench(args) => bench::run(&cli.global, &args),
         Command::Run(args) => run::run(&cli.global, &args),
+        Command::Serve(args) => serve::run(&cli.global, &args),
     }
 }
 

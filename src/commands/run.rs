@@ -66,7 +66,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         input: config.run.input,
         ..ModelArgs::default()
     };
-    let mut detector = super::detect::load_detector(config, &model_args)?;
+    let mut detector = crate::models::load_detector(config, &model_args)?;
     detector.thresholds = Thresholds {
         confidence: config.run.confidence,
         iou: config.run.iou,

@@ -72,6 +72,12 @@ impl Value {
         match (kind, value) {
             (Kind::Str | Kind::Path, toml::Value::String(s)) => Some(Value::Str(s.clone())),
             (Kind::Secret, toml::Value::String(s)) => Some(Value::Secret(Secret::new(s.as_str()))),
+            // A list of secrets (serve.api_keys) is held as one comma-separated secret.
+            (Kind::Secret, toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::trim))
+                .collect::<Option<Vec<_>>>()
+                .map(|keys| Value::Secret(Secret::new(keys.join(",")))),
             (Kind::Int, toml::Value::Integer(i)) => Some(Value::Int(*i)),
             (Kind::Float, toml::Value::Float(f)) if f.is_finite() => Some(Value::Float(*f)),
             (Kind::Float, toml::Value::Integer(i)) => Some(Value::Float(*i as f64)),

@@ -107,6 +107,46 @@ pub struct Run {
     pub fail_after: Duration,
 }
 
+/// Where `serve` finds a model that is not in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeProvision {
+    OnDemand,
+    CacheOnly,
+}
+
+impl FromStr for ServeProvision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "on-demand" => Ok(ServeProvision::OnDemand),
+            "cache-only" => Ok(ServeProvision::CacheOnly),
+            _ => Err(format!("`{s}` is not on-demand or cache-only")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Serve {
+    pub listen: String,
+    pub api_keys: Vec<Secret>,
+    pub provision: ServeProvision,
+    pub max_loaded_models: usize,
+    pub queue: usize,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// `outpost run`'s live view; `None` = off.
+    pub listen: Option<String>,
+    pub stream_fps: f64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Webhook {
     pub url: String,
@@ -199,6 +239,8 @@ pub struct Config {
     pub roboflow: Roboflow,
     pub provision: Provision,
     pub download: Download,
+    pub serve: Serve,
+    pub http: Http,
 }
 
 impl Config {
@@ -323,8 +365,49 @@ impl Config {
                 max_unpinned: int_in(s, "download.max_unpinned_mb", 1, 1 << 20)? as u64 * 1_000_000,
                 max_environment: int_in(s, "download.max_environment_mb", 1, 1024)? as u64 * 1_000_000,
             },
+            serve: Serve {
+                listen: listen_address(s, "serve.listen")?.unwrap_or_default(),
+                api_keys: match s.get("serve.api_keys").map(|e| &e.value) {
+                    Some(Value::Secret(keys)) => keys
+                        .expose()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(Secret::new)
+                        .collect(),
+                    _ => Vec::new(),
+                },
+                provision: parsed(s, "serve.provision")?,
+                max_loaded_models: int_in(s, "serve.max_loaded_models", 1, 256)? as usize,
+                queue: int_in(s, "serve.queue", 0, 100_000)? as usize,
+                max_connections: int_in(s, "serve.max_connections", 1, 100_000)? as usize,
+                max_body_bytes: int_in(s, "serve.max_body_mb", 1, 4096)? as usize * 1_000_000,
+                max_header_bytes: int_in(s, "serve.max_header_kb", 1, 1024)? as usize * 1024,
+                header_timeout: Duration::from_secs(int_in(s, "serve.header_timeout_secs", 1, 3600)? as u64),
+                body_timeout: Duration::from_secs(int_in(s, "serve.body_timeout_secs", 1, 3600)? as u64),
+                idle_timeout: Duration::from_secs(int_in(s, "serve.idle_timeout_secs", 1, 3600)? as u64),
+            },
+            http: Http {
+                listen: listen_address(s, "http.listen")?,
+                stream_fps: float_in(s, "http.stream_fps", 0.1, 60.0)?,
+            },
         })
     }
+}
+
+/// `HOST:PORT` (empty = `None`), checked here so `config` and `doctor` refuse what `serve` would.
+fn listen_address(s: &Settings, key: &str) -> Result<Option<String>, ConfigError> {
+    let text = string(s, key)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(s, key, format!("`{text}` is not HOST:PORT (e.g. 127.0.0.1:9001 or 0.0.0.0:9001)")))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid(s, key, format!("`{text}` is not HOST:PORT (e.g. 127.0.0.1:9001 or 0.0.0.0:9001)")));
+    }
+    Ok(Some(text))
 }
 
 fn invalid(s: &Settings, key: &str, message: String) -> ConfigError {

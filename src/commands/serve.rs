@@ -1,0 +1,59 @@
+//! `outpost serve`: the Roboflow Inference HTTP API on this device (see [`crate::http::api`]),
+//! answering from the persistent cache. A manifest, when there is one, is provisioned first, as
+//! `run` does; a failure there does not keep the server down while the cache holds models.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::cli::{Global, ServeArgs};
+use crate::exit::{exit_for, Exit};
+use crate::http::{self, api::Api};
+use crate::models::registry::Registry;
+use crate::notify::Notifier;
+use crate::provision::cache::Cache;
+
+pub fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()> {
+    let loaded = super::load_config(global)?;
+    let config = loaded.config;
+    let mut notifier = Notifier::from_env();
+
+    let opts = super::provision::options(&config, &args.provision);
+    let cache = Cache::new(&config.cache_dir);
+    if opts.manifest.exists() {
+        notifier.status(&format!("provisioning models from {}", opts.manifest.display()));
+        match crate::provision::provision(&opts) {
+            Ok(s) => log::info!("cache generation {}: {} model(s) ready", s.generation, s.models),
+            Err(e) if exit_for(&e) == Exit::Config && cache.current()?.is_none() => return Err(e),
+            Err(e) => log::warn!("{e:#}; serving the models already in the cache"),
+        }
+    } else if args.provision.manifest.is_some() {
+        return Err(crate::exit::Failure::new(Exit::Config, format!("manifest {} does not exist", opts.manifest.display())).into());
+    }
+
+    let (listener, addr) = http::bind(&config.serve.listen, "serve.listen")?;
+    if !addr.ip().is_loopback() && config.serve.api_keys.is_empty() {
+        log::warn!(
+            "serving on {addr}, beyond this machine, without API keys: anyone on the network can use it \
+             (set serve.api_keys)"
+        );
+    }
+    let registry = Arc::new(Registry::new(config.clone(), config.serve.max_loaded_models, config.serve.queue));
+    let api = Arc::new(Api::new(registry, &config.serve.api_keys));
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let watcher_stop = stop.clone();
+    std::thread::Builder::new().name("stop-watch".into()).spawn(move || {
+        while !watcher_stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        http::server::wake(addr);
+    })?;
+    log::info!("serving the Roboflow Inference API on http://{addr} (cache {})", config.cache_dir.display());
+    notifier.ready(&format!("serving on {addr}"));
+    http::server::serve(listener, api, http::limits(&config), stop)?;
+    notifier.stopping("stopping");
+    log::info!("stopped");
+    Ok(())
+}

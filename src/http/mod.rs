@@ -1,0 +1,37 @@
+//! HTTP for outpost: a small blocking server ([`server`]) under the Roboflow Inference API
+//! ([`api`], used by `outpost serve`) and Prometheus counters ([`metrics`]).
+
+pub mod api;
+pub mod infer;
+pub mod metrics;
+pub mod server;
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+
+use crate::config::Config;
+use crate::exit::{Exit, Failure};
+
+/// The server limits from the `serve.*` keys.
+pub fn limits(config: &Config) -> server::Limits {
+    let s = &config.serve;
+    server::Limits {
+        max_connections: s.max_connections,
+        max_header_bytes: s.max_header_bytes,
+        max_body_bytes: s.max_body_bytes,
+        header_timeout: s.header_timeout,
+        body_timeout: s.body_timeout,
+        idle_timeout: s.idle_timeout,
+    }
+}
+
+/// Binds `addr` (`HOST:PORT`), naming the setting in the error.
+pub fn bind(addr: &str, key: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let resolved: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| Failure::new(Exit::Config, format!("{key} = `{addr}`: cannot resolve: {e}")))?
+        .collect();
+    let listener = TcpListener::bind(&resolved[..])
+        .map_err(|e| Failure::new(Exit::Runtime, format!("{key} = `{addr}`: cannot listen: {e}")))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}

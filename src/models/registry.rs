@@ -1,0 +1,272 @@
+//! Models held in memory for `serve` (and, later, several cameras in one `run`): loaded from the
+//! cache's current generation on first use, addressed by any spelling of their id, at most
+//! `max_loaded` at once (the least recently used is unloaded), one inference at a time per model
+//! with a bounded queue in front of it. Different models run in parallel.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::cli::ModelArgs;
+use crate::config::Config;
+use crate::detector::{Detector, Response};
+use crate::provision::cache::Cache;
+use crate::vision::detection::Thresholds;
+use crate::vision::families::Family;
+use crate::vision::image::RgbImage;
+
+/// What a model does, spelled as the Roboflow API spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    ObjectDetection,
+    Classification,
+}
+
+impl Task {
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Task::ObjectDetection => "object-detection",
+            Task::Classification => "classification",
+        }
+    }
+}
+
+/// One model in memory.
+pub struct LoadedModel {
+    /// The manifest id.
+    pub id: String,
+    pub task: Task,
+    /// `[width, height]` the model takes, when fixed (for clients that downsize before sending).
+    pub input: Option<[u32; 2]>,
+    pub load_time: Duration,
+    detector: Mutex<Detector>,
+    /// Requests running or waiting on this model.
+    in_flight: AtomicUsize,
+    queue: usize,
+}
+
+#[derive(Debug)]
+pub enum InferError {
+    /// More than `serve.queue` requests already wait for this model.
+    QueueFull,
+    Failed(anyhow::Error),
+}
+
+impl LoadedModel {
+    /// Runs one image with `thresholds`, waiting behind at most `queue` others.
+    pub fn infer(&self, img: &RgbImage, thresholds: Thresholds) -> Result<Response, InferError> {
+        let ahead = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _leave = Leave(&self.in_flight);
+        // `ahead` counts the running request too: the queue is what waits behind it.
+        if ahead > self.queue {
+            return Err(InferError::QueueFull);
+        }
+        let mut detector = self.detector.lock().unwrap_or_else(PoisonError::into_inner);
+        detector.thresholds = thresholds;
+        detector.infer(img).map_err(InferError::Failed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug)]
+pub enum LoadError {
+    /// Not in the cache: the message names the id and how to add it.
+    Unknown(String),
+    /// Another request is loading it right now.
+    Loading(String),
+    Failed(anyhow::Error),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Unknown(m) | LoadError::Loading(m) => f.write_str(m),
+            LoadError::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// A row of the registry as clients see it: one per spelling a client used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub id: String,
+    pub task: Task,
+    pub input: Option<[u32; 2]>,
+}
+
+pub struct Registry {
+    config: Config,
+    cache: Cache,
+    max_loaded: usize,
+    queue: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Least recently used first.
+    entries: Vec<Entry>,
+    /// Manifest ids being loaded now.
+    loading: Vec<String>,
+}
+
+struct Entry {
+    model: Arc<LoadedModel>,
+    /// The spellings clients used for it, in order of first use.
+    names: Vec<String>,
+}
+
+impl Registry {
+    pub fn new(config: Config, max_loaded: usize, queue: usize) -> Registry {
+        let cache = Cache::new(&config.cache_dir);
+        Registry { config, cache, max_loaded: max_loaded.max(1), queue, state: Mutex::new(State::default()) }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The loaded model a client's id names, marked as just used; `None` when not loaded.
+    pub fn get(&self, requested: &str) -> Option<Arc<LoadedModel>> {
+        let mut state = self.state();
+        let at = state.entries.iter().position(|e| e.names.iter().any(|n| n == requested))?;
+        let entry = state.entries.remove(at);
+        let model = entry.model.clone();
+        state.entries.push(entry);
+        Some(model)
+    }
+
+    /// The model a client's id names, loaded from the cache's current generation if it is not
+    /// in memory yet (no network). The registry's lock is not held while a model loads: the
+    /// listing and other models stay available.
+    pub fn load(&self, requested: &str) -> Result<Arc<LoadedModel>, LoadError> {
+        if let Some(model) = self.get(requested) {
+            return Ok(model);
+        }
+        let id = self.resolve(requested)?;
+        {
+            let mut state = self.state();
+            if let Some(at) = state.entries.iter().position(|e| e.model.id == id) {
+                let mut entry = state.entries.remove(at);
+                entry.names.push(requested.to_string());
+                let model = entry.model.clone();
+                state.entries.push(entry);
+                return Ok(model);
+            }
+            if state.loading.contains(&id) {
+                return Err(LoadError::Loading(format!("model `{requested}` is still loading; retry shortly")));
+            }
+            state.loading.push(id.clone());
+        }
+        let loaded = self.load_from_cache(&id);
+        let mut state = self.state();
+        state.loading.retain(|l| *l != id);
+        let model = Arc::new(loaded.map_err(LoadError::Failed)?);
+        log::info!("model `{id}` ({}) loaded in {:.2}s", model.task.wire_name(), model.load_time.as_secs_f64());
+        state.entries.push(Entry { model: model.clone(), names: vec![requested.to_string()] });
+        while state.entries.len() > self.max_loaded {
+            let evicted = state.entries.remove(0);
+            log::info!("model `{}` unloaded: serve.max_loaded_models = {} reached", evicted.model.id, self.max_loaded);
+        }
+        Ok(model)
+    }
+
+    /// The manifest id for a client's spelling, from the cache's current generation.
+    fn resolve(&self, requested: &str) -> Result<String, LoadError> {
+        let gen = self.cache.current().map_err(|e| LoadError::Failed(e.into()))?;
+        let how = "add it to the manifest (provision.manifest) and run `outpost provision`, or import a bundle \
+                   (`outpost cache import`)";
+        let Some(gen) = gen else {
+            return Err(LoadError::Unknown(format!(
+                "model `{requested}` is not in the cache {} (it holds no models yet): {how}",
+                self.cache.root().display()
+            )));
+        };
+        match super::find(&gen, requested) {
+            Some(record) => Ok(record.id.clone()),
+            None => {
+                let ids: Vec<&str> = gen.models.iter().map(|m| m.id.as_str()).collect();
+                Err(LoadError::Unknown(format!(
+                    "model `{requested}` is not in the cache (generation {} holds: {}): {how}",
+                    gen.generation,
+                    ids.join(", ")
+                )))
+            }
+        }
+    }
+
+    fn load_from_cache(&self, id: &str) -> anyhow::Result<LoadedModel> {
+        let started = Instant::now();
+        let args = ModelArgs { model: Some(id.to_string()), ..ModelArgs::default() };
+        let mut detector = super::load_detector(&self.config, &args)?;
+        // One run on a grey image: settles the family when the manifest does not name it and
+        // builds the backend's plan, so the first client does not pay for either.
+        let [w, h] = detector.input_size().unwrap_or([640, 640]);
+        detector
+            .infer(&RgbImage::new(w, h, vec![114; w as usize * h as usize * 3]))
+            .map_err(|e| anyhow::anyhow!("model `{id}`: first run failed: {e:#}"))?;
+        let task = match detector.family() {
+            Some(Family::Classification) => Task::Classification,
+            _ => Task::ObjectDetection,
+        };
+        Ok(LoadedModel {
+            id: id.to_string(),
+            task,
+            input: detector.input_size(),
+            load_time: started.elapsed(),
+            detector: Mutex::new(detector),
+            in_flight: AtomicUsize::new(0),
+            queue: self.queue,
+        })
+    }
+
+    /// Unloads the model a client's id names; `false` when it was not loaded (not an error).
+    pub fn remove(&self, requested: &str) -> bool {
+        let mut state = self.state();
+        let before = state.entries.len();
+        state.entries.retain(|e| !e.names.iter().any(|n| n == requested));
+        before != state.entries.len()
+    }
+
+    pub fn clear(&self) {
+        self.state().entries.clear();
+    }
+
+    /// Every spelling of every loaded model, least recently used first.
+    pub fn list(&self) -> Vec<Listed> {
+        let state = self.state();
+        state
+            .entries
+            .iter()
+            .flat_map(|e| {
+                e.names.iter().map(|name| Listed {
+                    name: name.clone(),
+                    id: e.model.id.clone(),
+                    task: e.model.task,
+                    input: e.model.input,
+                })
+            })
+            .collect()
+    }
+
+    /// Loaded models (not spellings).
+    pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
+        self.state().entries.iter().map(|e| e.model.clone()).collect()
+    }
+}
