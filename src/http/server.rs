@@ -278,6 +278,9 @@ fn read_request(
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut parsed = httparse::Request::new(&mut slots);
             match parsed.parse(buf) {
+                Ok(httparse::Status::Complete(len)) if len > limits.max_header_bytes => {
+                    return Err(Rejection::HeaderTooLarge);
+                }
                 Ok(httparse::Status::Complete(len)) => {
                     let target = parsed.path.unwrap_or("/");
                     let (path, query) = target.split_once('?').unwrap_or((target, ""));

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod nginx;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

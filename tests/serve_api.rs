@@ -1,0 +1,423 @@
+//! `outpost serve` over real HTTP on 127.0.0.1: the Roboflow routes and their answers (equal to
+//! `outpost detect`), errors as `{"message"}` with fitting statuses, API keys, and the limits an
+//! abusive client meets (body and head size, decompression bombs, slow clients, queue, bad JSON).
+//! The real `inference-sdk` client is driven against it in tests/serve_sdk.rs.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::serve::{b64, infer_body, provisioned_sandbox, request, Serve};
+use support::{fixtures, run, Sandbox};
+
+fn image(name: &str) -> std::path::PathBuf {
+    fixtures().join("images").join(name)
+}
+
+/// `outpost detect` on the same cache and image, with the server's default thresholds.
+fn detect(sandbox: &Sandbox, model: &str, img: &std::path::Path) -> Value {
+    let out = run(sandbox
+        .outpost()
+        .arg("--cache-dir")
+        .arg(sandbox.path().join("cache"))
+        .args(["detect", "--model", model, "--confidence", "0.4", "--iou", "0.3", "--max-detections", "300"])
+        .arg(img));
+    assert_eq!(out.code, 0, "detect: {}", out.stderr);
+    serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap()
+}
+
+/// Same image size, same predictions (boxes within 0.5 px, same classes, same order).
+fn assert_same_answer(served: &Value, detected: &Value) {
+    assert_eq!(served["image"], detected["image"]);
+    let (a, b) = (served["predictions"].as_array().unwrap(), detected["predictions"].as_array().unwrap());
+    assert_eq!(a.len(), b.len(), "served {served}\ndetected {detected}");
+    for (p, q) in a.iter().zip(b) {
+        assert_eq!(p["class"], q["class"]);
+        assert_eq!(p["class_id"], q["class_id"]);
+        for k in ["x", "y", "width", "height"] {
+            if p.get(k).is_some() {
+                assert!((p[k].as_f64().unwrap() - q[k].as_f64().unwrap()).abs() < 0.5, "{k}: {p} vs {q}");
+            }
+        }
+        assert!((p["confidence"].as_f64().unwrap() - q["confidence"].as_f64().unwrap()).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn routes_answer_as_the_roboflow_server_and_equal_detect() {
+    let sandbox = provisioned_sandbox();
+    let mut serve = Serve::start(&sandbox, &[]);
+
+    let info = serve.get("/info");
+    assert_eq!(info.status, 200);
+    assert_eq!(info.header("content-type"), Some("application/json"));
+    let info = info.json();
+    assert_eq!(info["name"], "outpost");
+    assert!(info["version"].is_string() && info["uuid"].as_str().unwrap().len() == 36, "{info}");
+
+    // The client's keyless spelling of the key: the literal `None`, not URL-encoded.
+    let reg = serve.get("/model/registry?api_key=None");
+    assert_eq!((reg.status, reg.json()), (200, json!({"models": []})));
+
+    let added = serve.post_json("/model/add", &json!({"model_id": "faces", "api_key": null}));
+    assert_eq!(added.status, 200, "{}", added.text());
+    let models = added.json()["models"].clone();
+    assert_eq!(models[0]["model_id"], "faces");
+    assert_eq!(models[0]["task_type"], "object-detection");
+    assert_eq!(models[0]["input_width"], Value::Null, "CenterFace runs at each image's size");
+
+    // Detection equals `outpost detect`, single and as a list (list in, list out, in order).
+    let single = serve.post_json("/infer/object_detection", &infer_body("faces", &image("astronaut.png")));
+    assert_eq!(single.status, 200, "{}", single.text());
+    assert_eq!(single.header("content-type"), Some("application/json"));
+    let single = single.json();
+    assert!(!single["predictions"].as_array().unwrap().is_empty(), "the astronaut has a face: {single}");
+    assert_same_answer(&single, &detect(&sandbox, "faces", &image("astronaut.png")));
+    let two = json!({"model_id": "faces", "image": [
+        {"type": "base64", "value": b64(&std::fs::read(image("coffee.png")).unwrap())},
+        {"type": "base64", "value": b64(&std::fs::read(image("astronaut.png")).unwrap())},
+    ]});
+    let list = serve.post_json("/infer/object_detection", &two).json();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert_same_answer(&list[0], &detect(&sandbox, "faces", &image("coffee.png")));
+    assert_same_answer(&list[1], &single);
+
+    // Options: a confidence above every face's empties the answer; class_filter keeps one class.
+    let mut body = infer_body("faces", &image("astronaut.png"));
+    body["confidence"] = json!(0.999);
+    assert_eq!(serve.post_json("/infer/object_detection", &body).json()["predictions"], json!([]));
+    body["confidence"] = json!(0.4);
+    body["class_filter"] = json!(["no-such-class"]);
+    assert_eq!(serve.post_json("/infer/object_detection", &body).json()["predictions"], json!([]));
+
+    // Classification (loaded on demand by the infer route, as the real server does).
+    let class = serve.post_json("/infer/classification", &infer_body("colour", &image("chelsea.png")));
+    assert_eq!(class.status, 200, "{}", class.text());
+    let class = class.json();
+    assert_same_answer(&class, &detect(&sandbox, "colour", &image("chelsea.png")));
+    assert_eq!(class["top"], class["predictions"][0]["class"]);
+    let reg = serve.get("/model/registry").json();
+    let colour = reg["models"].as_array().unwrap().iter().find(|m| m["model_id"] == "colour").unwrap().clone();
+    assert_eq!((colour["task_type"].as_str(), colour["input_width"].as_u64()), (Some("classification"), Some(64)));
+    // The wrong task's route says which one to use.
+    let wrong = serve.post_json("/infer/object_detection", &infer_body("colour", &image("chelsea.png")));
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.message().contains("/infer/classification"), "{}", wrong.message());
+
+    // Legacy v0 needs a dataset/version: a manifest id has none, so it is a 404 naming it.
+    let b64_body = b64(&std::fs::read(image("astronaut.png")).unwrap());
+    let v0 = request(serve.addr, "POST", "/faces/1?api_key=None", &[("Content-Type", "application/json")], b64_body.as_bytes());
+    assert_eq!(v0.status, 404, "{}", v0.text());
+    assert!(v0.message().contains("faces/1"), "{}", v0.message());
+
+    // Unknown model: 404 naming it and how to add it; unknown route: 404 JSON.
+    let unknown = serve.post_json("/infer/object_detection", &infer_body("nope/3", &image("astronaut.png")));
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.header("content-type"), Some("application/json"));
+    assert!(unknown.message().contains("nope/3") && unknown.message().contains("manifest"), "{}", unknown.message());
+    let no_route = serve.get("/no/such/route/here");
+    assert_eq!((no_route.status, no_route.header("content-type")), (404, Some("application/json")));
+
+    // Junk image: 400 with the real server's wording; the server answers the next request.
+    let junk = serve.post_json("/infer/object_detection", &json!({"model_id": "faces", "image": {"type": "base64", "value": b64(b"definitely not an image")}}));
+    assert_eq!(junk.status, 400);
+    assert!(junk.message().starts_with("Could not load input image"), "{}", junk.message());
+
+    // Unload: unknown is a no-op 200; clear takes no body and no Content-Type.
+    let removed = serve.post_json("/model/remove", &json!({"model_id": "not-loaded"}));
+    assert_eq!(removed.status, 200);
+    let removed = serve.post_json("/model/remove", &json!({"model_id": "faces"})).json();
+    assert!(removed["models"].as_array().unwrap().iter().all(|m| m["model_id"] != "faces"), "{removed}");
+    let cleared = request(serve.addr, "POST", "/model/clear", &[], b"");
+    assert_eq!((cleared.status, cleared.json()), (200, json!({"models": []})));
+
+    let metrics = serve.get("/metrics");
+    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    let text = metrics.text();
+    for expected in [
+        "outpost_http_requests_total{route=\"/infer/object_detection\",status=\"200\"}",
+        "outpost_http_requests_total{route=\"/infer/object_detection\",status=\"404\"}",
+        "outpost_inference_seconds_count{model=\"faces\"}",
+        "outpost_models_loaded 0",
+        "outpost_cache_generation 1",
+        "outpost_process_resident_bytes",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
+    serve.assert_alive();
+}
+
+#[test]
+fn roboflow_models_answer_to_every_spelling_and_the_legacy_route() {
+    let rf = support::serve::roboflow_standin();
+    let sandbox = support::serve::roboflow_sandbox(&rf);
+    let fetched = rf.requests().len();
+    let mut serve = Serve::start_with(support::serve::with_roboflow(&sandbox, &rf), &[]);
+    let want = detect(&sandbox, "faces-rf", &image("astronaut.png"));
+
+    // The manifest id, the dataset/version the SDK sends, and (for curl users) the alias.
+    for spelling in ["faces-rf", "faces-demo/1"] {
+        let r = serve.post_json("/infer/object_detection", &infer_body(spelling, &image("astronaut.png")));
+        assert_eq!(r.status, 200, "{spelling}: {}", r.text());
+        assert_same_answer(&r.json(), &want);
+    }
+    assert_eq!(serve.post_json("/model/add", &json!({"model_id": "yolov8n-640"})).status, 200);
+    let listed: Vec<String> = serve.get("/model/registry").json()["models"].as_array().unwrap().iter()
+        .map(|m| m["model_id"].as_str().unwrap().to_string()).collect();
+    for spelling in ["faces-rf", "faces-demo/1", "yolov8n-640"] {
+        assert!(listed.iter().any(|l| l == spelling), "{spelling} not in {listed:?}");
+    }
+    assert_eq!(serve.post_json("/model/add", &json!({"model_id": "coco/3"})).json()["models"].as_array().unwrap().len(), 4);
+
+    // Legacy v0: base64 text labelled as JSON, options in the query (confidence in percent,
+    // booleans as Python writes them); multipart with a `file` part (curl -F) too.
+    let b64_body = b64(&std::fs::read(image("astronaut.png")).unwrap());
+    let v0 = request(serve.addr, "POST", "/faces-demo/1?api_key=None&confidence=40&overlap=30&allow_reduced_mask_resolution=False&disable_active_learning=False",
+        &[("Content-Type", "application/json")], b64_body.as_bytes());
+    assert_eq!(v0.status, 200, "{}", v0.text());
+    assert_same_answer(&v0.json(), &want);
+    let v0_strict = request(serve.addr, "POST", "/faces-demo/1?confidence=99.9", &[("Content-Type", "application/json")], b64_body.as_bytes());
+    assert_eq!(v0_strict.json()["predictions"], json!([]), "confidence=99.9 is 0.999");
+    let no_type = request(serve.addr, "POST", "/faces-demo/1", &[], b64_body.as_bytes());
+    assert_eq!(no_type.status, 400);
+    assert!(no_type.message().contains("Content-Type"), "{}", no_type.message());
+    let png = std::fs::read(image("astronaut.png")).unwrap();
+    let mut form = b"--BOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n".to_vec();
+    form.extend_from_slice(&png);
+    form.extend_from_slice(b"\r\n--BOUNDARY--\r\n");
+    let multipart = request(serve.addr, "POST", "/faces-demo/1", &[("Content-Type", "multipart/form-data; boundary=BOUNDARY")], &form);
+    assert_eq!(multipart.status, 200, "{}", multipart.text());
+    assert_same_answer(&multipart.json(), &want);
+
+    // All of it from the cache: not one request reached the Roboflow API.
+    assert_eq!(rf.requests().len(), fetched, "serve went to the network");
+    serve.assert_alive();
+}
+
+#[test]
+fn api_keys_are_required_when_configured_and_never_logged() {
+    let sandbox = provisioned_sandbox();
+    let key = "sk_SERVE_7f3a91";
+    let mut serve = Serve::start(&sandbox, &[&format!("serve.api_keys={key},second-key"), "log.level=trace"]);
+    assert_eq!(serve.get("/info").status, 200, "/info needs no key");
+    assert_eq!(serve.get("/healthz").status, 200);
+    assert_eq!(serve.get("/readiness").status, 200);
+    let missing = serve.get("/model/registry?api_key=None");
+    assert_eq!(missing.status, 401);
+    assert!(missing.message().contains("API key"), "{}", missing.message());
+    assert_eq!(serve.get("/model/registry?api_key=wrong").status, 403);
+    assert_eq!(serve.get(&format!("/model/registry?api_key={key}")).status, 200);
+    assert_eq!(serve.get("/model/registry?api_key=second-key").status, 200);
+    let bearer = request(serve.addr, "GET", "/metrics", &[("Authorization", &format!("Bearer {key}"))], b"");
+    assert_eq!(bearer.status, 200);
+    let mut body = infer_body("faces", &image("astronaut.png"));
+    assert_eq!(serve.post_json("/infer/object_detection", &body).status, 401);
+    body["api_key"] = json!(key);
+    assert_eq!(serve.post_json("/infer/object_detection", &body).status, 200);
+    serve.assert_alive();
+    assert!(!serve.log().contains(key), "the key reached the log:\n{}", serve.log());
+    assert!(!serve.get(&format!("/metrics?api_key={key}")).text().contains(key));
+}
+
+/// A PNG that declares `w` x `h` pixels and holds almost nothing: a decompression bomb's header.
+fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        let mut crc_in = kind.to_vec();
+        crc_in.extend_from_slice(data);
+        c.extend_from_slice(&crc32(&crc_in).to_be_bytes());
+        c
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[test]
+fn abusive_requests_get_clear_errors_and_the_server_stays_up() {
+    let sandbox = provisioned_sandbox();
+    let mut serve = Serve::start(&sandbox, &["serve.max_body_mb=1", "serve.header_timeout_secs=2", "serve.max_header_kb=8"]);
+    let rss_before = serve.rss_kib();
+
+    // Oversized body: 413 from the Content-Length, before reading it.
+    let big = vec![b'a'; 2_000_000];
+    let r = request(serve.addr, "POST", "/infer/object_detection", &[("Content-Type", "application/json")], &big);
+    assert_eq!(r.status, 413);
+    assert!(r.message().contains("too large"), "{}", r.message());
+
+    // A 20000 x 20000 PNG: refused from its header, before 1.2 GB is allocated.
+    let bomb = json!({"model_id": "faces", "image": {"type": "base64", "value": b64(&png_declaring(20_000, 20_000))}});
+    let r = serve.post_json("/infer/object_detection", &bomb);
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("20000x20000"), "{}", r.message());
+
+    // Malformed JSON and wrong field types: 400 naming the problem.
+    let r = request(serve.addr, "POST", "/infer/object_detection", &[("Content-Type", "application/json")], b"{\"model_id\": ");
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("not valid JSON"), "{}", r.message());
+    for (body, field) in [
+        (json!({"model_id": 7, "image": "aGk="}), "model_id"),
+        (json!({"model_id": "faces", "image": 5}), "image"),
+        (json!({"model_id": "faces", "image": "aGk=", "confidence": "very"}), "confidence"),
+        (json!({"model_id": "faces", "image": "aGk=", "iou_threshold": [1]}), "iou_threshold"),
+        (json!(["not", "an", "object"]), "JSON object"),
+    ] {
+        let r = serve.post_json("/infer/object_detection", &body);
+        assert_eq!(r.status, 400, "{body}");
+        assert!(r.message().contains(field), "{body}: {}", r.message());
+    }
+
+    // A header flood and an oversized head: 431.
+    let many: Vec<(String, String)> = (0..100).map(|i| (format!("X-Flood-{i}"), "x".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    assert_eq!(request(serve.addr, "GET", "/info", &many, b"").status, 431);
+    let long = "y".repeat(10_000);
+    assert_eq!(request(serve.addr, "GET", "/info", &[("X-Long", &long)], b"").status, 431);
+    // Not HTTP at all: 400, and no panic.
+    let mut s = TcpStream::connect(serve.addr).unwrap();
+    s.write_all(b"\x16\x03\x01\x02\x00garbage that is no request\r\n\r\n").unwrap();
+    assert_eq!(support::serve::read_reply(&mut s).status, 400);
+    // Chunked bodies are refused with 411 rather than misread.
+    let r = request(serve.addr, "POST", "/model/add", &[("Transfer-Encoding", "chunked")], b"");
+    assert_eq!(r.status, 411);
+
+    // Slowloris: 20 connections dribbling a head; others are still served at once, and the slow
+    // ones are cut at serve.header_timeout_secs with 408.
+    let mut slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(serve.addr).unwrap();
+            s.write_all(b"GET /info HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(serve.get("/info").status, 200);
+        assert!(started.elapsed() < Duration::from_secs(1), "a normal client waited {:?}", started.elapsed());
+        for s in &mut slow {
+            let _ = s.write_all(b"a");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut timed_out = 0;
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        if support::serve::read_reply(s).status == 408 {
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, 20);
+
+    let metrics = serve.get("/metrics").text();
+    for reason in ["body_size", "header_size", "malformed", "timeout", "length_required"] {
+        assert!(metrics.contains(&format!("outpost_http_rejected_total{{reason=\"{reason}\"}}")), "{reason} not counted:\n{metrics}");
+    }
+    serve.assert_alive();
+    let rss_after = serve.rss_kib();
+    assert!(rss_after < rss_before + 200_000, "RSS grew from {rss_before} to {rss_after} KiB");
+}
+
+#[test]
+fn parallel_clients_get_equal_answers_and_a_full_queue_gets_429() {
+    let sandbox = provisioned_sandbox();
+    // A small image keeps CenterFace quick; the colour classifier is the second model.
+    let small = sandbox.path().join("small.png");
+    let img = image::open(image("astronaut.png")).unwrap().resize(128, 128, image::imageops::FilterType::Triangle);
+    img.save(&small).unwrap();
+    let serve = Serve::start(&sandbox, &[]);
+    let faces = infer_body("faces", &small);
+    let colour = infer_body("colour", &image("chelsea.png"));
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("inference_id");
+        v.as_object_mut().unwrap().remove("time");
+        for p in v["predictions"].as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("detection_id");
+        }
+        v
+    };
+    let want_faces = strip(serve.post_json("/infer/object_detection", &faces).json());
+    let want_colour = strip(serve.post_json("/infer/classification", &colour).json());
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (serve, faces, colour, want_faces, want_colour) = (&serve, &faces, &colour, &want_faces, &want_colour);
+            scope.spawn(move || {
+                for i in 0..25 {
+                    let (route, body, want) = if (t + i) % 2 == 0 {
+                        ("/infer/object_detection", faces, want_faces)
+                    } else {
+                        ("/infer/classification", colour, want_colour)
+                    };
+                    let r = serve.post_json(route, body);
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    assert_eq!(&strip(r.json()), want);
+                    if i % 5 == 0 {
+                        // The registry never waits behind an inference.
+                        let started = Instant::now();
+                        assert_eq!(serve.get("/model/registry").status, 200);
+                        assert!(started.elapsed() < Duration::from_millis(500), "registry took {:?}", started.elapsed());
+                    }
+                }
+            });
+        }
+    });
+    drop(serve);
+
+    // No queue at all: concurrent requests beyond the running one get 429 with Retry-After.
+    let serve = Serve::start(&sandbox, &["serve.queue=0"]);
+    let slow_image = infer_body("faces", &image("astronaut.png"));
+    assert_eq!(serve.post_json("/model/add", &json!({"model_id": "faces"})).status, 200);
+    let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (serve, body) = (&serve, &slow_image);
+                scope.spawn(move || {
+                    let r = serve.post_json("/infer/object_detection", body);
+                    (r.status, r.header("retry-after").map(String::from))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().any(|(s, _)| *s == 200), "{statuses:?}");
+    assert!(statuses.iter().any(|(s, r)| *s == 429 && r.as_deref() == Some("1")), "{statuses:?}");
+    assert!(statuses.iter().all(|(s, _)| *s == 200 || *s == 429), "{statuses:?}");
+    let metrics = serve.get("/metrics").text();
+    assert!(metrics.contains("outpost_http_rejected_total{reason=\"queue_full\"}"), "{metrics}");
+    assert!(metrics.contains("outpost_http_requests_total{route=\"/infer/object_detection\",status=\"429\"}"), "{metrics}");
+}
+
+#[test]
+fn too_many_connections_get_429_and_a_bad_listen_address_is_a_config_error() {
+    let sandbox = provisioned_sandbox();
+    let serve = Serve::start(&sandbox, &["serve.max_connections=2"]);
+    let _held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(serve.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = serve.get("/info");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("1"));
+
+    let out = run(sandbox.outpost().args(["--cache-dir", "/tmp", "serve", "--listen", "nonsense"]));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("serve.listen"), "{}", out.stderr);
+}
