@@ -49,7 +49,8 @@ fn assert_same_answer(served: &Value, detected: &Value) {
 #[test]
 fn routes_answer_as_the_roboflow_server_and_equal_detect() {
     let sandbox = provisioned_sandbox();
-    let mut serve = Serve::start(&sandbox, &[]);
+    // cache-only: unknown ids are 404 without a provisioning attempt (on-demand is tested below).
+    let mut serve = Serve::start(&sandbox, &["serve.provision=cache-only"]);
 
     let info = serve.get("/info");
     assert_eq!(info.status, 200);
@@ -195,6 +196,108 @@ fn roboflow_models_answer_to_every_spelling_and_the_legacy_route() {
     // All of it from the cache: not one request reached the Roboflow API.
     assert_eq!(rf.requests().len(), fetched, "serve went to the network");
     serve.assert_alive();
+}
+
+#[test]
+fn on_demand_models_are_downloaded_once_cached_and_survive_a_restart() {
+    let rf = support::serve::roboflow_standin_throttled(Some((1 << 20, Duration::from_millis(150))));
+    let sandbox = provisioned_sandbox();
+    let manifest = sandbox.path().join("models.toml");
+    let serve_cmd = || {
+        let mut cmd = support::serve::with_roboflow(&sandbox, &rf);
+        cmd.arg("--manifest").arg(&manifest);
+        cmd
+    };
+    let api_calls = |rf: &support::http::Server| rf.requests().iter().filter(|(r, _)| r.path.starts_with("/ort/")).count();
+    let serve = Serve::start_with(serve_cmd(), &[]);
+
+    // While it downloads, the same model is "still loading" (503); the listing is not blocked.
+    let adding = std::thread::scope(|scope| {
+        let first = scope.spawn(|| serve.post_json("/model/add", &json!({"model_id": "faces-demo/1", "api_key": null})));
+        std::thread::sleep(Duration::from_millis(400));
+        let second = serve.post_json("/model/add", &json!({"model_id": "faces-demo/1"}));
+        assert_eq!(second.status, 503, "{}", second.text());
+        assert_eq!(second.header("retry-after"), Some("1"));
+        let started = Instant::now();
+        assert_eq!(serve.get("/model/registry").status, 200);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        first.join().unwrap()
+    });
+    assert_eq!(adding.status, 200, "{}", adding.text());
+    assert_eq!(adding.json()["models"][0]["model_id"], "faces-demo/1");
+    assert_eq!(api_calls(&rf), 1);
+    let answer = serve.post_json("/infer/object_detection", &infer_body("faces-demo/1", &image("astronaut.png")));
+    assert_same_answer(&answer.json(), &detect(&sandbox, "faces-demo/1", &image("astronaut.png")));
+    let verify = run(sandbox.outpost().arg("--cache-dir").arg(sandbox.path().join("cache")).args(["cache", "verify"]));
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    drop(serve);
+
+    // A restart provisions the same manifest: the cache is complete, the addition is kept, and
+    // the model loads without a request to Roboflow.
+    let serve = Serve::start_with(serve_cmd(), &[]);
+    assert_eq!(serve.post_json("/model/add", &json!({"model_id": "faces-demo/1"})).status, 200);
+    assert_eq!(api_calls(&rf), 1, "downloaded again after a restart");
+    let weights = rf.requests().iter().filter(|(r, s)| r.path.starts_with("/weights/") && *s < 300).count();
+    assert!(weights >= 1);
+
+    // Keys: none configured or sent is 401; a wrong one 403; the client's own key works.
+    let mut keyless = serve_cmd();
+    keyless.env_remove("ROBOFLOW_API_KEY");
+    drop(serve);
+    let serve = Serve::start_with(keyless, &[]);
+    let r = serve.post_json("/model/add", &json!({"model_id": "yolov8n-640", "api_key": null}));
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = serve.post_json("/model/add", &json!({"model_id": "yolov8n-640", "api_key": "wrong-key"}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(!r.text().contains("wrong-key"));
+    let r = serve.post_json("/model/add", &json!({"model_id": "yolov8n-640", "api_key": support::serve::ROBOFLOW_KEY}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["models"].as_array().unwrap().iter().any(|m| m["model_id"] == "yolov8n-640"));
+    assert!(!serve.log().contains(support::serve::ROBOFLOW_KEY), "the key reached the log");
+    drop(serve);
+
+    // cache-only: an uncached model is a 404 naming it and the manifest, with no network.
+    let before = rf.requests().len();
+    let serve = Serve::start_with(serve_cmd(), &["serve.provision=cache-only"]);
+    let r = serve.post_json("/model/add", &json!({"model_id": "coco/9"}));
+    assert_eq!(r.status, 404);
+    assert!(r.message().contains("coco/9") && r.message().contains("manifest"), "{}", r.message());
+    assert_eq!(rf.requests().len(), before);
+    drop(serve);
+
+    // Offline (the API unreachable): a 404 that says why; the server stays up.
+    let mut offline = sandbox.outpost();
+    offline.arg("--cache-dir").arg(sandbox.path().join("cache"))
+        .env("OUTPOST_ROBOFLOW_API_BASE", "http://127.0.0.1:9")
+        .env("ROBOFLOW_API_KEY", support::serve::ROBOFLOW_KEY)
+        .env("OUTPOST_DOWNLOAD_RETRIES", "0");
+    let mut serve = Serve::start_with(offline, &[]);
+    let r = serve.post_json("/model/add", &json!({"model_id": "coco/9"}));
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.message().contains("coco/9"), "{}", r.message());
+    // The cached models still load and infer.
+    assert_eq!(serve.post_json("/infer/object_detection", &infer_body("faces-demo/1", &image("astronaut.png"))).status, 200);
+    serve.assert_alive();
+}
+
+#[test]
+fn on_demand_fills_an_empty_cache() {
+    let rf = support::serve::roboflow_standin();
+    let sandbox = Sandbox::new();
+    let serve = Serve::start_with(support::serve::with_roboflow(&sandbox, &rf), &[]);
+    assert_eq!(serve.get("/model/registry").json(), json!({"models": []}));
+    let r = serve.post_json("/model/add", &json!({"model_id": "faces-demo/1"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = serve.post_json("/infer/object_detection", &infer_body("faces-demo/1", &image("astronaut.png")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(serve);
+    let ls = run(sandbox.outpost().arg("--cache-dir").arg(sandbox.path().join("cache")).args(["cache", "ls"]));
+    assert_eq!(ls.code, 0, "{}", ls.stderr);
+    assert!(ls.stdout.contains("faces-demo-1") && ls.stdout.contains("roboflow:faces-demo/1"), "{}", ls.stdout);
+    // A manifest (version 1) replaces the on-demand one (version 0) without a downgrade error.
+    let manifest = support::serve::fixture_manifest(&sandbox);
+    let out = run(sandbox.outpost().arg("--cache-dir").arg(sandbox.path().join("cache")).arg("provision").arg("--manifest").arg(&manifest));
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
 #[test]

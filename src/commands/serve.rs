@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cli::{Global, ServeArgs};
+use crate::config::ServeProvision;
 use crate::exit::{exit_for, Exit};
 use crate::http::{self, api::Api};
 use crate::models::registry::Registry;
@@ -37,7 +38,18 @@ pub fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()> {
              (set serve.api_keys)"
         );
     }
-    let registry = Arc::new(Registry::new(config.clone(), config.serve.max_loaded_models, config.serve.queue));
+    let mut registry = Registry::new(config.clone(), config.serve.max_loaded_models, config.serve.queue);
+    if config.serve.provision == ServeProvision::OnDemand {
+        let (config, args) = (config.clone(), args.provision.clone());
+        registry = registry.with_provisioner(Box::new(move |requested, client_key| {
+            let mut opts = super::provision::options(&config, &args);
+            if let Some(key) = client_key {
+                opts.roboflow.api_key = Some(crate::redact::Secret::new(key));
+            }
+            crate::provision::on_demand::add_roboflow_model(&opts, requested).map(|_| ())
+        }));
+    }
+    let registry = Arc::new(registry);
     let api = Arc::new(Api::new(registry, &config.serve.api_keys));
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 pub use error::ConfigError;
 pub use layer::{Layer, Settings, Source, Value};
 pub use typed::{
-    parse_size, Annotate, BackendKind, Camera, Config, Download, Inference, Memory, PixelFormat, Provision, Roboflow, Run, Sinks,
+    parse_size, Annotate, BackendKind, Camera, Config, Download, Inference, Memory, PixelFormat, Provision, Roboflow, Run, Serve,
+    ServeProvision, Http, Sinks,
     Webhook,
 };
 

@@ -155,6 +155,13 @@ impl Api {
         self.keys.iter().fold(false, |found, k| found | (k.iter().zip(d.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0))
     }
 
+    /// The key a client sent, as a Roboflow key for on-demand provisioning: only when outpost
+    /// itself requires no keys (then a client's key is its Roboflow key, as with the real
+    /// server); with serve.api_keys the key is outpost's, and roboflow.api_key is used instead.
+    fn roboflow_key<'a>(&self, sent: Option<&'a str>) -> Option<&'a str> {
+        sent.filter(|k| self.keys.is_empty() && !k.is_empty() && *k != "None" && *k != "null")
+    }
+
     fn registry_json(&self) -> Response {
         let models: Vec<Value> = self
             .registry
@@ -177,7 +184,7 @@ impl Api {
         let Some(id) = body.get("model_id").and_then(Value::as_str).filter(|id| !id.is_empty()) else {
             return Response::error(400, "`model_id` (a string) is required");
         };
-        match self.registry.load(id) {
+        match self.registry.load(id, self.roboflow_key(body.get("api_key").and_then(Value::as_str))) {
             Ok(_) => self.registry_json(),
             Err(e) => load_error(e),
         }
@@ -197,7 +204,8 @@ impl Api {
             Ok(r) => r,
             Err(m) => return Response::error(400, m),
         };
-        let model = match self.model_for(&request.model_id, task) {
+        let key = self.roboflow_key(body.get("api_key").and_then(Value::as_str));
+        let model = match self.model_for(&request.model_id, task, key) {
             Ok(m) => m,
             Err(refusal) => return refusal,
         };
@@ -221,7 +229,8 @@ impl Api {
             Ok(r) => r,
             Err(m) => return Response::error(400, m),
         };
-        let model = match self.registry.load(model_id) {
+        let key = req.query_param("api_key");
+        let model = match self.registry.load(model_id, self.roboflow_key(key.as_deref())) {
             Ok(m) => m,
             Err(e) => return load_error(e),
         };
@@ -232,8 +241,8 @@ impl Api {
     }
 
     /// The model, loaded if needed, checked to do what the route asks.
-    fn model_for(&self, id: &str, task: Task) -> Result<Arc<LoadedModel>, Refusal> {
-        let model = self.registry.load(id).map_err(load_error)?;
+    fn model_for(&self, id: &str, task: Task, key: Option<&str>) -> Result<Arc<LoadedModel>, Refusal> {
+        let model = self.registry.load(id, key).map_err(load_error)?;
         if model.task != task {
             let route = match model.task {
                 Task::ObjectDetection => "/infer/object_detection",
@@ -293,6 +302,8 @@ fn load_error(e: LoadError) -> Response {
     match e {
         LoadError::Unknown(m) => Response::error(404, m),
         LoadError::Loading(m) => Response::error(503, m).with_header("Retry-After", "1"),
+        LoadError::KeyRequired(m) => Response::error(401, m),
+        LoadError::KeyRejected(m) => Response::error(403, m),
         LoadError::Failed(e) => {
             log::warn!("model load failed: {e:#}");
             Response::error(500, format!("{e:#}"))

@@ -85,13 +85,19 @@ pub enum LoadError {
     Unknown(String),
     /// Another request is loading it right now.
     Loading(String),
+    /// Provisioning it needs a Roboflow API key and none was given.
+    KeyRequired(String),
+    /// Roboflow refused the key.
+    KeyRejected(String),
     Failed(anyhow::Error),
 }
 
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LoadError::Unknown(m) | LoadError::Loading(m) => f.write_str(m),
+            LoadError::Unknown(m) | LoadError::Loading(m) | LoadError::KeyRequired(m) | LoadError::KeyRejected(m) => {
+                f.write_str(m)
+            }
             LoadError::Failed(e) => write!(f, "{e:#}"),
         }
     }
@@ -106,8 +112,13 @@ pub struct Listed {
     pub input: Option<[u32; 2]>,
 }
 
+/// Adds a model the cache lacks (`serve.provision = "on-demand"`): `(requested id, the client's
+/// Roboflow key)`; the cache holds it afterwards, or the error says why not.
+pub type Provisioner = Box<dyn Fn(&str, Option<&str>) -> anyhow::Result<()> + Send + Sync>;
+
 pub struct Registry {
     config: Config,
+    provisioner: Option<Provisioner>,
     cache: Cache,
     max_loaded: usize,
     queue: usize,
@@ -131,7 +142,13 @@ struct Entry {
 impl Registry {
     pub fn new(config: Config, max_loaded: usize, queue: usize) -> Registry {
         let cache = Cache::new(&config.cache_dir);
-        Registry { config, cache, max_loaded: max_loaded.max(1), queue, state: Mutex::new(State::default()) }
+        Registry { config, provisioner: None, cache, max_loaded: max_loaded.max(1), queue, state: Mutex::new(State::default()) }
+    }
+
+    /// Models not in the cache are provisioned by `provisioner` instead of being a 404.
+    pub fn with_provisioner(mut self, provisioner: Provisioner) -> Registry {
+        self.provisioner = Some(provisioner);
+        self
     }
 
     pub fn cache(&self) -> &Cache {
@@ -153,13 +170,23 @@ impl Registry {
     }
 
     /// The model a client's id names, loaded from the cache's current generation if it is not
-    /// in memory yet (no network). The registry's lock is not held while a model loads: the
-    /// listing and other models stay available.
-    pub fn load(&self, requested: &str) -> Result<Arc<LoadedModel>, LoadError> {
+    /// in memory yet (no network), or first provisioned into the cache when the registry has a
+    /// provisioner and the id is a Roboflow one. The registry's lock is not held while a model
+    /// loads: the listing and other models stay available; the same model asked for meanwhile
+    /// is [`LoadError::Loading`].
+    pub fn load(&self, requested: &str, client_key: Option<&str>) -> Result<Arc<LoadedModel>, LoadError> {
         if let Some(model) = self.get(requested) {
             return Ok(model);
         }
-        let id = self.resolve(requested)?;
+        let id = match (self.resolve(requested), &self.provisioner) {
+            (Err(LoadError::Unknown(why)), Some(provision))
+                if crate::provision::roboflow::dataset_version(requested).is_ok() =>
+            {
+                self.provision(requested, client_key, provision, &why)?;
+                self.resolve(requested)?
+            }
+            (resolved, _) => resolved?,
+        };
         {
             let mut state = self.state();
             if let Some(at) = state.entries.iter().position(|e| e.model.id == id) {
@@ -185,6 +212,31 @@ impl Registry {
             log::info!("model `{}` unloaded: serve.max_loaded_models = {} reached", evicted.model.id, self.max_loaded);
         }
         Ok(model)
+    }
+
+    fn provision(&self, requested: &str, key: Option<&str>, provision: &Provisioner, why: &str) -> Result<(), LoadError> {
+        let marker = format!("provisioning:{requested}");
+        {
+            let mut state = self.state();
+            if state.loading.contains(&marker) {
+                return Err(LoadError::Loading(format!("model `{requested}` is being downloaded; retry shortly")));
+            }
+            state.loading.push(marker.clone());
+        }
+        log::info!("model `{requested}` is not in the cache: provisioning it (serve.provision = on-demand)");
+        let result = provision(requested, key);
+        self.state().loading.retain(|l| *l != marker);
+        result.map_err(|e| {
+            let cause = format!("{e:#}");
+            log::warn!("model `{requested}`: {cause}");
+            if cause.contains("need an API key") {
+                LoadError::KeyRequired(format!("model `{requested}` is not in the cache and {cause}"))
+            } else if cause.contains("API key was rejected") {
+                LoadError::KeyRejected(format!("model `{requested}` is not in the cache and Roboflow rejected the API key"))
+            } else {
+                LoadError::Unknown(format!("{why}; provisioning it failed: {cause}"))
+            }
+        })
     }
 
     /// The manifest id for a client's spelling, from the cache's current generation.

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod cache;
 pub mod download;
 pub mod maintain;
+pub mod on_demand;
 pub mod manifest;
 pub mod progress;
 pub mod retry;
@@ -372,7 +373,7 @@ fn record(model: &Model, sha: &str, size: u64, trust: Trust, environment_sha256:
     }
 }
 
-fn fetch_model(
+pub(crate) fn fetch_model(
     cache: &Cache,
     downloader: &Downloader,
     model: &Model,
@@ -448,7 +449,7 @@ fn check_environment(path: &Path, id: &str, source: &Source) -> anyhow::Result<(
 }
 
 /// Fails early when the missing models cannot fit, instead of filling the disk halfway.
-fn check_free_space(cache: &Cache, missing: &[&Model]) -> anyhow::Result<()> {
+pub(crate) fn check_free_space(cache: &Cache, missing: &[&Model]) -> anyhow::Result<()> {
     let needed: u64 = missing
         .iter()
         .filter_map(|m| {

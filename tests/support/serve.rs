@@ -18,7 +18,8 @@ pub fn fixture_manifest(sandbox: &Sandbox) -> PathBuf {
         let bytes = std::fs::read(f.join(name)).unwrap();
         (super::http::sha256_hex(&bytes), bytes.len() as u64)
     };
-    let mut text = String::from("version = 1\n");
+    // allow_http: the Roboflow stand-in of the on-demand tests is plain HTTP on 127.0.0.1.
+    let mut text = String::from("version = 1\nallow_http = true\n");
     for (id, file, extra) in [
         ("faces", "centerface.onnx", "family = \"centerface\"\nclasses = [\"face\"]\n"),
         ("yolo", "yolov8n_random.onnx", "family = \"yolov8\"\ninput = [640, 640]\n"),
@@ -215,6 +216,11 @@ pub const ROBOFLOW_KEY: &str = "rf_live_SERVE_KEY_51e2";
 /// faces-demo/1` answers with CenterFace's weights, `/ort/coco/3` (the `yolov8n-640` alias) with
 /// the random YOLOv8n; requests without [`ROBOFLOW_KEY`] get 401.
 pub fn roboflow_standin() -> super::http::Server {
+    roboflow_standin_throttled(None)
+}
+
+/// [`roboflow_standin`] sending the weights `chunk` bytes per `pause` (a slow link).
+pub fn roboflow_standin_throttled(throttle: Option<(usize, Duration)>) -> super::http::Server {
     use super::http::{serve_file, Response};
     let centerface = std::fs::read(fixtures().join("centerface.onnx")).unwrap();
     let yolo = std::fs::read(fixtures().join("yolov8n_random.onnx")).unwrap();
@@ -234,10 +240,14 @@ pub fn roboflow_standin() -> super::http::Server {
             );
             return Response::status(200).header("Content-Type", "application/json").body(body.into_bytes());
         }
-        match req.path.split('?').next() {
+        let response = match req.path.split('?').next() {
             Some("/weights/centerface.onnx") => serve_file(req, &centerface, "\"c\""),
             Some("/weights/yolo.onnx") => serve_file(req, &yolo, "\"y\""),
-            _ => Response::status(404),
+            _ => return Response::status(404),
+        };
+        match throttle {
+            Some((chunk, pause)) => response.throttled(chunk, pause),
+            None => response,
         }
     })
 }
@@ -258,7 +268,7 @@ pub fn with_roboflow(sandbox: &Sandbox, rf: &super::http::Server) -> Command {
 pub fn roboflow_sandbox(rf: &super::http::Server) -> Sandbox {
     let sandbox = Sandbox::new();
     let manifest = fixture_manifest(&sandbox);
-    let mut text = std::fs::read_to_string(&manifest).unwrap().replace("version = 1\n", "version = 1\nallow_http = true\n");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
     text += "[[models]]\nid = \"faces-rf\"\nsource = \"roboflow:faces-demo/1\"\nfamily = \"centerface\"\n";
     text += "[[models]]\nid = \"coco\"\nsource = \"yolov8n-640\"\nfamily = \"yolov8\"\ninput = [640, 640]\n";
     std::fs::write(&manifest, text).unwrap();
