@@ -83,6 +83,11 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         crate::sinks::open(config).map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?;
     let source = crate::capture::open(config)?;
     log::info!("source {}", source.name());
+    let generation = cache.current()?.map_or(0, |g| g.generation);
+    let live = crate::http::live::start(config, &model, source.name(), generation, stop.clone())?;
+    if let Some(live) = &live {
+        sinks.push(Box::new(crate::http::live::LiveSink(live.clone())));
+    }
 
     // 4. Frames until stopped. Until here a signal ends the process at once (the cache is written
     // crash-safe, nothing else is open); from here it lets the current frame finish and the
@@ -100,6 +105,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         reopen: config.camera.reopen,
         stop_timeout: config.run.stop_timeout,
         fail_after: config.run.fail_after,
+        publish: live.as_ref().map(|l| l.stats.clone()),
     };
     let outcome = pipeline::run(
         source,

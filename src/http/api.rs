@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::infer::{self, Options};
-use super::metrics::{self, Metrics};
+use super::metrics::{self, Kind, Metrics};
 use super::server::{Handler, Rejection, Request, Response};
 use crate::detector::Response as Answer;
 use crate::models::registry::{InferError, LoadError, LoadedModel, Registry, Task};
@@ -288,11 +288,11 @@ impl Api {
         let loaded = self.registry.loaded();
         let waiting: usize = loaded.iter().map(|m| m.in_flight()).sum();
         let text = self.metrics.render(&[
-            ("outpost_models_loaded", "Models held in memory.", loaded.len() as f64),
-            ("outpost_requests_in_flight", "Inference requests running or queued.", waiting as f64),
-            ("outpost_cache_generation", "The model cache's current generation.", generation),
-            ("outpost_process_resident_bytes", "Resident memory of this process.", metrics::rss_bytes() as f64),
-            ("outpost_uptime_seconds", "Seconds since the server started.", self.started.elapsed().as_secs_f64()),
+            ("outpost_models_loaded", "Models held in memory.", Kind::Gauge, loaded.len() as f64),
+            ("outpost_requests_in_flight", "Inference requests running or queued.", Kind::Gauge, waiting as f64),
+            ("outpost_cache_generation", "The model cache's current generation.", Kind::Gauge, generation),
+            ("outpost_process_resident_bytes", "Resident memory of this process.", Kind::Gauge, metrics::rss_bytes() as f64),
+            ("outpost_uptime_seconds", "Seconds since the server started.", Kind::Gauge, self.started.elapsed().as_secs_f64()),
         ]);
         Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes())
     }

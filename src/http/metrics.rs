@@ -28,6 +28,13 @@ impl Histogram {
     }
 }
 
+/// How Prometheus should read an extra value.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
@@ -53,8 +60,8 @@ impl Metrics {
         lock(&self.latency).entry(model.to_string()).or_default().observe(seconds);
     }
 
-    /// The counters, then `gauges` (name, help, value) as they are now.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// The counters, then `extra` values (name, help, kind, value) as they are now.
+    pub fn render(&self, extra: &[(&str, &str, Kind, f64)]) -> String {
         let mut out = String::new();
         out.push_str("# HELP outpost_http_requests_total HTTP requests answered, by route and status.\n");
         out.push_str("# TYPE outpost_http_requests_total counter\n");
@@ -77,8 +84,12 @@ impl Metrics {
             let _ = writeln!(out, "outpost_inference_seconds_sum{{model=\"{model}\"}} {}", h.sum);
             let _ = writeln!(out, "outpost_inference_seconds_count{{model=\"{model}\"}} {}", h.count);
         }
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        for (name, help, kind, value) in extra {
+            let kind = match kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
         out
     }
@@ -109,7 +120,7 @@ mod tests {
         m.inference("faces", 0.02);
         m.inference("faces", 0.3);
         m.request("/info", 200);
-        let text = m.render(&[("outpost_models_loaded", "Models in memory.", 1.0)]);
+        let text = m.render(&[("outpost_models_loaded", "Models in memory.", Kind::Gauge, 1.0)]);
         assert!(text.contains("outpost_inference_seconds_bucket{model=\"faces\",le=\"0.01\"} 0"), "{text}");
         assert!(text.contains("outpost_inference_seconds_bucket{model=\"faces\",le=\"0.025\"} 1"), "{text}");
         assert!(text.contains("outpost_inference_seconds_bucket{model=\"faces\",le=\"0.5\"} 2"), "{text}");

@@ -1,8 +1,10 @@
 //! HTTP for outpost: a small blocking server ([`server`]) under the Roboflow Inference API
-//! ([`api`], used by `outpost serve`) and Prometheus counters ([`metrics`]).
+//! ([`api`], used by `outpost serve`), `outpost run`'s live view ([`live`]) and Prometheus
+//! counters ([`metrics`]).
 
 pub mod api;
 pub mod infer;
+pub mod live;
 pub mod metrics;
 pub mod server;
 

@@ -33,6 +33,8 @@ pub struct Options {
     /// Every frame failing (inference or decoding) for this long ends the run with an error, so
     /// a unit that outputs nothing is not reported healthy; zero = never.
     pub fail_after: Duration,
+    /// Where the counters are published after every frame (the live view's /metrics).
+    pub publish: Option<Arc<Mutex<Stats>>>,
 }
 
 /// How a run ended.
@@ -127,6 +129,10 @@ pub fn run(
         }
         process(&frame, detector, sinks, &source_name, &mut processed, &mut warnings);
         slot.recycle(frame);
+        if let Some(publish) = &opts.publish {
+            let now = snapshot(&shared, &processed, &slot, sinks);
+            *publish.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        }
 
         if !opts.stats_interval.is_zero() && last_report.0.elapsed() >= opts.stats_interval {
             let now = snapshot(&shared, &processed, &slot, sinks);

@@ -199,7 +199,8 @@ impl Annotate {
     }
 }
 
-fn encode(img: &RgbImage, quality: u8, out: &mut Vec<u8>) -> anyhow::Result<()> {
+/// `img` as a JPEG of `quality` into `out` (replacing what it held).
+pub fn encode(img: &RgbImage, quality: u8, out: &mut Vec<u8>) -> anyhow::Result<()> {
     out.clear();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut *out, quality)
         .encode(

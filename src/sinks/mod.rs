@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::detector::Response;
 use crate::vision::image::RgbImage;
 
-pub use annotate::{draw_predictions, Annotate};
+pub use annotate::{draw_predictions, encode as encode_jpeg, Annotate};
 pub use jsonl::Jsonl;
 pub use webhook::Webhook;
 

@@ -62,7 +62,13 @@ impl Serve {
         for s in settings {
             cmd.args(["--set", s]);
         }
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        Serve::spawn(cmd)
+    }
+
+    /// Spawns `cmd` (any outpost command that logs `... on http://ADDR ...`) and waits for that line.
+    pub fn spawn(mut cmd: Command) -> Serve {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("outpost serve starts");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
