@@ -3,9 +3,10 @@
 # cross toolchain and emulator for the aarch64 build, nginx + openssl + faketime for the TLS
 # provisioning tests, curl/bc/time for the benchmark scripts, libclang + kernel headers (host and
 # arm64) for scripts/v4l2-bindgen's check of the committed V4L2 bindings and the static vivid
-# test helper, systemd for `systemd-analyze verify` of the unit, python3-venv for the inference-sdk and reference venvs, chromium for the live
-# view's browser test, wrk for scripts/bench-serve.sh. (Building outpost itself needs
-# none of them.) Idempotent; uses sudo when not root.
+# test helper, systemd for `systemd-analyze verify` of the unit, python3-venv for the
+# inference-sdk and reference venvs, chromium for the live view's browser test, wrk for
+# scripts/bench-serve.sh. (Building outpost itself needs none of them.) Idempotent; uses sudo
+# when not root.
 set -euo pipefail
 packages=(gcc-aarch64-linux-gnu qemu-user-static file nginx-light openssl faketime curl bc time
           libclang-dev linux-libc-dev linux-libc-dev-arm64-cross libc6-dev-arm64-cross systemd python3-venv
