@@ -20,6 +20,7 @@ pub mod http;
 pub mod logging;
 pub mod models;
 pub mod notify;
+pub mod pause;
 pub mod pipeline;
 pub mod provision;
 pub mod redact;

@@ -119,6 +119,9 @@ fn routes_answer_as_the_roboflow_server_and_equal_detect() {
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.header("content-type"), Some("application/json"));
     assert!(unknown.message().contains("nope/3") && unknown.message().contains("manifest"), "{}", unknown.message());
+    let head = request(serve.addr, "HEAD", "/info", &[], b"");
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert!(head.header("content-length").unwrap().parse::<usize>().unwrap() > 0);
     let no_route = serve.get("/no/such/route/here");
     assert_eq!((no_route.status, no_route.header("content-type")), (404, Some("application/json")));
 

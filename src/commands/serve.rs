@@ -2,7 +2,7 @@
 //! answering from the persistent cache. A manifest, when there is one, is provisioned first, as
 //! `run` does; a failure there does not keep the server down while the cache holds models.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::cli::{Global, ServeArgs};
@@ -57,9 +57,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()> {
     }
     let watcher_stop = stop.clone();
     std::thread::Builder::new().name("stop-watch".into()).spawn(move || {
-        while !watcher_stop.load(Ordering::Relaxed) {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        while crate::pause::sleep_unless(&watcher_stop, std::time::Duration::from_secs(3600)) {}
         http::server::wake(addr);
     })?;
     log::info!("serving the Roboflow Inference API on http://{addr} (cache {})", config.cache_dir.display());

@@ -207,7 +207,7 @@ fn refuse(mut stream: TcpStream, limits: &Limits) {
     let _ = stream.set_write_timeout(Some(limits.header_timeout));
     let resp = Response::error(429, format!("too many connections (serve.max_connections = {}); retry shortly", limits.max_connections))
         .with_header("Retry-After", "1");
-    let _ = write_response(&mut stream, resp, false);
+    let _ = write_response(&mut stream, resp, false, false);
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -239,13 +239,14 @@ fn connection(stream: TcpStream, handler: &dyn Handler, limits: &Limits) {
                     Rejection::Timeout => Response::error(408, "request not received in time"),
                     Rejection::BadRequest | Rejection::TooManyConnections => Response::error(400, "malformed HTTP request"),
                 };
-                let _ = write_response(&mut writer, resp, false);
+                let _ = write_response(&mut writer, resp, false, false);
                 break;
             }
         };
         let keep_alive = wants_keep_alive(&req);
         let resp = handler.handle(&req);
-        if write_response(&mut writer, resp, keep_alive).is_err() || !keep_alive {
+        let head_only = req.method == "HEAD";
+        if write_response(&mut writer, resp, keep_alive, head_only).is_err() || !keep_alive {
             break;
         }
     }
@@ -369,7 +370,8 @@ fn read_until(stream: &mut TcpStream, chunk: &mut [u8], deadline: Instant) -> io
     }
 }
 
-fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool) -> io::Result<()> {
+/// Writes `resp`; for a HEAD request (`head_only`) the head a GET gets, without the body.
+fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool, head_only: bool) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(16 * 1024, stream);
     write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status))?;
     for (name, value) in &resp.headers {
@@ -379,12 +381,17 @@ fn write_response(stream: &mut TcpStream, resp: Response, keep_alive: bool) -> i
         Body::Bytes(body) => {
             write!(out, "Content-Length: {}\r\n", body.len())?;
             write!(out, "Connection: {}\r\n\r\n", if keep_alive { "keep-alive" } else { "close" })?;
-            out.write_all(&body)?;
+            if !head_only {
+                out.write_all(&body)?;
+            }
             out.flush()
         }
         Body::Stream(write_body) => {
-            write!(out, "Cache-Control: no-store\r\nConnection: close\r\n\r\n")?;
+            write!(out, "Connection: close\r\n\r\n")?;
             out.flush()?;
+            if head_only {
+                return Err(io::ErrorKind::ConnectionAborted.into());
+            }
             write_body(&mut out)?;
             out.flush()?;
             // A stream ends the connection: its length was never announced.

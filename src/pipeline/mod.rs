@@ -298,7 +298,7 @@ fn capture_loop(
                 failing_in_a_row = failing_in_a_row.saturating_add(1);
                 if failing_in_a_row > 3 {
                     let pause = Duration::from_millis(10 << (failing_in_a_row - 3).min(9)).min(Duration::from_secs(5));
-                    sleep_unless(stop, pause);
+                    crate::pause::sleep_unless(stop, pause);
                 }
             }
             Err(e) => {
@@ -317,7 +317,7 @@ fn capture_loop(
                     delay.as_secs()
                 );
                 source.reset();
-                sleep_unless(stop, delay);
+                crate::pause::sleep_unless(stop, delay);
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
         }
@@ -325,15 +325,6 @@ fn capture_loop(
     slot.close();
 }
 
-/// Sleeps up to `total`, waking early when `stop` is set.
-fn sleep_unless(stop: &AtomicBool, total: Duration) {
-    let until = Instant::now() + total;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-        std::thread::sleep(
-            Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
-        );
-    }
-}
 
 #[cfg(test)]
 mod tests {

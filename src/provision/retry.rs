@@ -18,7 +18,7 @@ pub fn spawn(opts: Options, first: Duration, installed: Arc<AtomicBool>, stop: A
     let spawned = std::thread::Builder::new().name("provision-retry".into()).spawn(move || {
         let mut delay = first;
         loop {
-            if !sleep_unless(&stop, delay) {
+            if !crate::pause::sleep_unless(&stop, delay) {
                 return;
             }
             log::info!("retrying provisioning from {}", opts.manifest.display());
@@ -45,14 +45,3 @@ pub fn spawn(opts: Options, first: Duration, installed: Arc<AtomicBool>, stop: A
     }
 }
 
-/// False when `stop` was set during the wait.
-fn sleep_unless(stop: &AtomicBool, total: Duration) -> bool {
-    let until = std::time::Instant::now() + total;
-    while std::time::Instant::now() < until {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    !stop.load(Ordering::Relaxed)
-}
