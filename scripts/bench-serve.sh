@@ -2,9 +2,10 @@
 # `outpost serve` under load: process start to the first `/info` 200, RSS idle and under load,
 # and p50/p99 latency and requests/s with wrk at 1 and N concurrent clients, per fixture model
 # (the same JSON body the inference-sdk client sends: base64 image in `image.value`).
-# With ROBOFLOW_VENV=<venv with inference-cpu==1.8.3> the real Roboflow Inference server runs
-# side by side, offline, on the same YOLOv8n weights and image (MODEL_CACHE_DIR laid out by hand),
-# and the ratios are printed. That install is ~7 GB: it stays out of CI.
+# With ROBOFLOW_VENV=<venv with `inference-cpu[http]==1.8.3` and uvicorn> the real Roboflow
+# Inference server (its Docker image's CPU app, scripts/bench/roboflow_server.py) runs side by
+# side, offline, on the same YOLOv8n weights and image (MODEL_CACHE_DIR laid out by hand), and
+# the ratios are printed. That install is ~7 GB: it stays out of CI.
 #
 #   scripts/bench-serve.sh        (DURATION=10 CLIENTS=4 PROFILE=release OUTPOST_BIN=...)
 set -euo pipefail
@@ -121,14 +122,15 @@ cat > "$cache/bench/1/environment.json" <<'EOF'
 EOF
 rport=$((port + 1))
 t0=$(now_ms)
-( cd "$work" && OFFLINE_MODE=True USE_INFERENCE_MODELS=False MODEL_CACHE_DIR="$cache" PORT=$rport API_KEY=bench \
-    DISABLE_VERSION_CHECK=True METRICS_ENABLED=False ENABLE_BUILDER=False \
-    "$ROBOFLOW_VENV/bin/python" -m uvicorn inference.core.interfaces.http.http_api:app >/dev/null 2>"$work/rf.log" \
-  || "$ROBOFLOW_VENV/bin/python" -c "import sys; sys.exit(1)" ) &
+# The app mounts its landing page from ./inference/landing/out: empty folders will do.
+mkdir -p "$work/rf/inference/landing/out/static" "$work/rf/inference/landing/out/_next/static"
+( cd "$work/rf" && PYTHONPATH="$here/scripts/bench" OFFLINE_MODE=True USE_INFERENCE_MODELS=False MODEL_CACHE_DIR="$cache" \
+    API_KEY=bench DISABLE_VERSION_CHECK=True METRICS_ENABLED=False \
+    exec "$ROBOFLOW_VENV/bin/python" -m uvicorn roboflow_server:app --port "$rport" >/dev/null 2>"$work/rf.log" ) &
 pids+=($!)
 echo "Roboflow Inference server (inference-cpu $("$ROBOFLOW_VENV/bin/pip" show inference-cpu 2>/dev/null | awk '/^Version/ {print $2}'))"
 echo "  start to first /info 200: $(wait_info "$t0" "http://127.0.0.1:$rport") ms"
-rpid=$(pgrep -f "uvicorn inference.core.interfaces.http.http_api" | head -1)
+rpid=$(pgrep -f "uvicorn roboflow_server:app --port $rport" | head -1)
 curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' -d '{"model_id": "bench/1", "api_key": "bench"}' "http://127.0.0.1:$rport/model/add"
 echo "  RSS with the model loaded: $(( $(rss_kib "$rpid") / 1024 )) MiB"
 python3 - "$fx/images/chelsea.png" > "$work/rf.json" <<'PY'
