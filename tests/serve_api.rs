@@ -13,6 +13,14 @@ use serde_json::{json, Value};
 use support::serve::{b64, infer_body, provisioned_sandbox, request, Serve};
 use support::{fixtures, run, Sandbox};
 
+/// The tests here run one at a time: several time what a client waits (slowloris, the registry
+/// beside inference), and parallel CenterFace runs on a 2-core machine would make that noise.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn image(name: &str) -> std::path::PathBuf {
     fixtures().join("images").join(name)
 }
@@ -48,6 +56,7 @@ fn assert_same_answer(served: &Value, detected: &Value) {
 
 #[test]
 fn routes_answer_as_the_roboflow_server_and_equal_detect() {
+    let _serial = serial();
     let sandbox = provisioned_sandbox();
     // cache-only: unknown ids are 404 without a provisioning attempt (on-demand is tested below).
     let mut serve = Serve::start(&sandbox, &["serve.provision=cache-only"]);
@@ -93,6 +102,18 @@ fn routes_answer_as_the_roboflow_server_and_equal_detect() {
     body["confidence"] = json!(0.4);
     body["class_filter"] = json!(["no-such-class"]);
     assert_eq!(serve.post_json("/infer/object_detection", &body).json()["predictions"], json!([]));
+
+    // visualize_predictions: the annotated image as base64 JPEG, the size of the input.
+    let mut body = infer_body("faces", &image("astronaut.png"));
+    body["visualize_predictions"] = json!(true);
+    let vis = serve.post_json("/infer/object_detection", &body).json();
+    let jpeg = support::serve::unb64(vis["visualization"].as_str().expect("a visualization"));
+    let drawn = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+    assert_eq!(drawn.dimensions(), (512, 512));
+    let p = &vis["predictions"][0];
+    let left = (p["x"].as_f64().unwrap() - p["width"].as_f64().unwrap() / 2.0).round() as u32 + 1;
+    let edge = drawn.get_pixel(left, p["y"].as_f64().unwrap() as u32);
+    assert!(edge[0] > 200 && edge[1] < 110, "no box colour on the box's edge: {edge:?}");
 
     // Classification (loaded on demand by the infer route, as the real server does).
     let class = serve.post_json("/infer/classification", &infer_body("colour", &image("chelsea.png")));
@@ -156,6 +177,7 @@ fn routes_answer_as_the_roboflow_server_and_equal_detect() {
 
 #[test]
 fn roboflow_models_answer_to_every_spelling_and_the_legacy_route() {
+    let _serial = serial();
     let rf = support::serve::roboflow_standin();
     let sandbox = support::serve::roboflow_sandbox(&rf);
     let fetched = rf.requests().len();
@@ -203,6 +225,7 @@ fn roboflow_models_answer_to_every_spelling_and_the_legacy_route() {
 
 #[test]
 fn on_demand_models_are_downloaded_once_cached_and_survive_a_restart() {
+    let _serial = serial();
     let rf = support::serve::roboflow_standin_throttled(Some((1 << 20, Duration::from_millis(150))));
     let sandbox = provisioned_sandbox();
     let manifest = sandbox.path().join("models.toml");
@@ -285,6 +308,7 @@ fn on_demand_models_are_downloaded_once_cached_and_survive_a_restart() {
 
 #[test]
 fn on_demand_fills_an_empty_cache() {
+    let _serial = serial();
     let rf = support::serve::roboflow_standin();
     let sandbox = Sandbox::new();
     let serve = Serve::start_with(support::serve::with_roboflow(&sandbox, &rf), &[]);
@@ -305,6 +329,7 @@ fn on_demand_fills_an_empty_cache() {
 
 #[test]
 fn api_keys_are_required_when_configured_and_never_logged() {
+    let _serial = serial();
     let sandbox = provisioned_sandbox();
     let key = "sk_SERVE_7f3a91";
     let mut serve = Serve::start(&sandbox, &[&format!("serve.api_keys={key},second-key"), "log.level=trace"]);
@@ -361,6 +386,7 @@ fn png_declaring(w: u32, h: u32) -> Vec<u8> {
 
 #[test]
 fn abusive_requests_get_clear_errors_and_the_server_stays_up() {
+    let _serial = serial();
     let sandbox = provisioned_sandbox();
     let mut serve = Serve::start(&sandbox, &["serve.max_body_mb=1", "serve.header_timeout_secs=2", "serve.max_header_kb=8"]);
     let rss_before = serve.rss_kib();
@@ -446,6 +472,7 @@ fn abusive_requests_get_clear_errors_and_the_server_stays_up() {
 
 #[test]
 fn parallel_clients_get_equal_answers_and_a_full_queue_gets_429() {
+    let _serial = serial();
     let sandbox = provisioned_sandbox();
     // A small image keeps CenterFace quick; the colour classifier is the second model.
     let small = sandbox.path().join("small.png");
@@ -515,6 +542,7 @@ fn parallel_clients_get_equal_answers_and_a_full_queue_gets_429() {
 
 #[test]
 fn too_many_connections_get_429_and_a_bad_listen_address_is_a_config_error() {
+    let _serial = serial();
     let sandbox = provisioned_sandbox();
     let serve = Serve::start(&sandbox, &["serve.max_connections=2"]);
     let _held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(serve.addr).unwrap()).collect();

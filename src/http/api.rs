@@ -253,8 +253,10 @@ impl Api {
         Ok(model)
     }
 
-    fn run(&self, model: &LoadedModel, bytes: &[u8], options: &Options) -> Result<Answer, Refusal> {
-        let img = infer::decode_image(bytes).map_err(|m| Response::error(400, m))?;
+    /// One image through `model`: the answer as JSON, with `visualization` (the annotated image
+    /// as base64 JPEG) when the request asked for it.
+    fn run(&self, model: &LoadedModel, bytes: &[u8], options: &Options) -> Result<Value, Refusal> {
+        let mut img = infer::decode_image(bytes).map_err(|m| Response::error(400, m))?;
         let mut thresholds = options.thresholds;
         if options.class_filter.is_some() {
             // Filter first, then keep the best `max_detections`.
@@ -280,7 +282,16 @@ impl Api {
         if let Some(names) = &options.class_filter {
             filter_classes(&mut answer, names, options.thresholds.max_detections);
         }
-        Ok(answer)
+        let mut json = serde_json::to_value(&answer).unwrap_or(Value::Null);
+        if options.visualize {
+            use base64::Engine as _;
+            crate::sinks::draw_predictions(&mut img, &answer);
+            let mut jpeg = Vec::new();
+            if crate::sinks::encode_jpeg(&img, 85, &mut jpeg).is_ok() {
+                json["visualization"] = Value::String(base64::engine::general_purpose::STANDARD.encode(&jpeg));
+            }
+        }
+        Ok(json)
     }
 
     fn metrics_text(&self) -> Response {

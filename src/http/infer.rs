@@ -19,6 +19,8 @@ pub struct Options {
     pub thresholds: Thresholds,
     /// Only these class names, when set.
     pub class_filter: Option<Vec<String>>,
+    /// Add the annotated image (`visualize_predictions`).
+    pub visualize: bool,
 }
 
 impl Default for Options {
@@ -31,6 +33,7 @@ impl Default for Options {
                 class_agnostic: false,
             },
             class_filter: None,
+            visualize: false,
         }
     }
 }
@@ -86,6 +89,9 @@ pub fn parse_v1(body: &Value) -> Result<V1, String> {
             .and_then(|items| items.iter().map(|i| i.as_str().map(String::from)).collect::<Option<Vec<_>>>())
             .ok_or("`class_filter` must be a list of class names")?;
         options.class_filter = Some(names);
+    }
+    if let Some(v) = field(obj, "visualize_predictions") {
+        options.visualize = v.as_bool().ok_or("`visualize_predictions` must be true or false")?;
     }
     Ok(V1 { model_id, images, list, options })
 }

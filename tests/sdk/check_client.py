@@ -3,7 +3,7 @@
 as tests/serve_sdk.rs starts it. Every answer is compared with `outpost detect` run on exactly
 the bytes the client sent (the client's own encoder produces them), boxes within 0.5 px.
 
-usage: check_client.py KEYLESS_ADDR KEYED_ADDR KEY IMAGES_DIR WORK_DIR
+usage: check_client.py KEYLESS_ADDR KEYED_ADDR KEY IMAGES_DIR WORK_DIR ROBOFLOW_KEY
   (the environment carries OUTPOST_BIN and the sandbox's OUTPOST_* variables for `detect`)
 Prints one `ok: ...` line per check; any failure raises (non-zero exit).
 """
@@ -20,12 +20,13 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 from inference_sdk import InferenceConfiguration, InferenceHTTPClient
+from inference_sdk.http.entities import VisualisationResponseFormat
 from inference_sdk.http.errors import HTTPCallErrorError
 from inference_sdk.http.utils.loaders import load_static_inference_input
 
 warnings.simplefilter("ignore")  # the SDK's one-time guidance warning about key transport
 
-KEYLESS, KEYED, KEY, IMAGES, WORK = sys.argv[1:6]
+KEYLESS, KEYED, KEY, IMAGES, WORK, ROBOFLOW_KEY = sys.argv[1:7]
 ASTRONAUT = os.path.join(IMAGES, "astronaut.png")
 COFFEE = os.path.join(IMAGES, "coffee.png")
 CHELSEA = os.path.join(IMAGES, "chelsea.png")
@@ -120,6 +121,13 @@ assert empty["predictions"] == [] and len(sv.Detections.from_inference(empty)) =
 client.configure(InferenceConfiguration())
 ok("supervision.Detections.from_inference (with and without boxes)")
 
+# visualize_predictions: the client decodes the annotated image the server sends.
+client.configure(InferenceConfiguration(visualize_predictions=True, output_visualisation_format=VisualisationResponseFormat.NUMPY))
+vis = client.infer(ASTRONAUT, model_id=FACES)
+client.configure(InferenceConfiguration())
+assert isinstance(vis["visualization"], np.ndarray) and vis["visualization"].shape == (512, 512, 3), type(vis["visualization"])
+ok("visualize_predictions (decoded by the client)")
+
 # Classification: the task comes from the registry.
 c = client.infer(CHELSEA, model_id="colour")
 d = detect("colour", sent(CHELSEA), "class.png")
@@ -148,7 +156,11 @@ same(v0, detect(FACES, sent(ASTRONAUT), "v0.png"), "select_api_v0() infer")
 client.select_api_v1()
 
 # Errors through the real client; the server keeps answering after each.
-expect_error(404, lambda: client.infer(ASTRONAUT, model_id="no-such/9"), "unknown model")
+# An uncached id is provisioned on demand with the client's key (the stand-in of Roboflow's API
+# knows no `no-such/9`: 404; it rejects the key above: 403).
+rf_client = InferenceHTTPClient(api_url=f"http://{KEYLESS}", api_key=ROBOFLOW_KEY)
+expect_error(404, lambda: rf_client.infer(ASTRONAUT, model_id="no-such/9"), "unknown model")
+expect_error(403, lambda: client.infer(ASTRONAUT, model_id="no-such/9"), "unknown model, key refused by Roboflow")
 junk = base64.b64encode(b"this is not an image at all").decode()
 expect_error(400, lambda: client.infer(junk, model_id=FACES), "junk image")
 assert client.get_server_info().name == "outpost"
