@@ -397,6 +397,24 @@ fn abusive_requests_get_clear_errors_and_the_server_stays_up() {
     assert_eq!(r.status, 413);
     assert!(r.message().contains("too large"), "{}", r.message());
 
+    // Slow uploads of large bodies on many connections: four 1 MB bodies at once (4 x
+    // serve.max_body_mb) are held; the fifth gets 429 instead of more memory.
+    let head = format!("POST /infer/object_detection HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"model_id\"", 1_000_000);
+    let mut uploads: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(serve.addr).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = TcpStream::connect(serve.addr).unwrap();
+    fifth.write_all(head.as_bytes()).unwrap();
+    let r = support::serve::read_reply(&mut fifth);
+    assert_eq!((r.status, r.header("retry-after")), (429, Some("1")), "{}", r.text());
+    uploads.clear();
+    assert!(support::serve::eventually(Duration::from_secs(5), || serve.get("/info").status == 200));
+
     // A 20000 x 20000 PNG: refused from its header, before 1.2 GB is allocated.
     let bomb = json!({"model_id": "faces", "image": {"type": "base64", "value": b64(&png_declaring(20_000, 20_000))}});
     let r = serve.post_json("/infer/object_detection", &bomb);
@@ -462,7 +480,7 @@ fn abusive_requests_get_clear_errors_and_the_server_stays_up() {
     assert_eq!(timed_out, 20);
 
     let metrics = serve.get("/metrics").text();
-    for reason in ["body_size", "header_size", "malformed", "timeout", "length_required"] {
+    for reason in ["body_size", "body_memory", "header_size", "malformed", "timeout", "length_required"] {
         assert!(metrics.contains(&format!("outpost_http_rejected_total{{reason=\"{reason}\"}}")), "{reason} not counted:\n{metrics}");
     }
     serve.assert_alive();
@@ -537,6 +555,22 @@ fn parallel_clients_get_equal_answers_and_a_full_queue_gets_429() {
     assert!(statuses.iter().all(|(s, _)| *s == 200 || *s == 429), "{statuses:?}");
     let metrics = serve.get("/metrics").text();
     assert!(metrics.contains("outpost_http_rejected_total{reason=\"queue_full\"}"), "{metrics}");
+    drop(serve);
+
+    // Decoded images are bounded too: with 1-megapixel images allowed, three may be held at
+    // once (waiting or in the model); more concurrent ones get 429, not more memory.
+    let serve = Serve::start(&sandbox, &["inference.max_image_megapixels=1"]);
+    let big = sandbox.path().join("big.png");
+    image::open(image("astronaut.png")).unwrap().resize_exact(1000, 1000, image::imageops::FilterType::Triangle).save(&big).unwrap();
+    let body = infer_body("faces", &big);
+    assert_eq!(serve.post_json("/infer/object_detection", &body).status, 200);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6).map(|_| scope.spawn(|| serve.post_json("/infer/object_detection", &body).status)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.contains(&429) && statuses.contains(&200), "{statuses:?}");
+    let metrics = serve.get("/metrics").text();
+    assert!(metrics.contains("outpost_http_rejected_total{reason=\"image_memory\"}"), "{metrics}");
     assert!(metrics.contains("outpost_http_requests_total{route=\"/infer/object_detection\",status=\"429\"}"), "{metrics}");
 }
 

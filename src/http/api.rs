@@ -10,13 +10,15 @@ use serde_json::{json, Value};
 
 use super::infer::{self, Options};
 use super::metrics::{self, Kind, Metrics};
-use super::server::{Handler, Rejection, Request, Response};
+use super::server::{Budget, Handler, Rejection, Request, Response};
 use crate::detector::Response as Answer;
 use crate::models::registry::{InferError, LoadError, LoadedModel, Registry, Task};
 use crate::redact::Secret;
 
 pub struct Api {
     registry: Arc<Registry>,
+    /// Memory for decoded images, all requests together (see [`Api::new`]).
+    decoded: Budget,
     metrics: Metrics,
     keys: Vec<[u8; 32]>,
     uuid: String,
@@ -24,9 +26,14 @@ pub struct Api {
 }
 
 impl Api {
+    /// Decoded images waiting for or in inference may hold three of the largest images
+    /// (`inference.max_image_megapixels`) at once; beyond that a request gets 429 rather than
+    /// the board running out of memory.
     pub fn new(registry: Arc<Registry>, keys: &[Secret]) -> Api {
+        let largest = crate::vision::image::max_pixels().saturating_mul(3) as usize;
         Api {
             registry,
+            decoded: Budget::new(largest.saturating_mul(3)),
             metrics: Metrics::default(),
             keys: keys.iter().map(|k| digest(k.expose().as_bytes())).collect(),
             uuid: crate::vision::response::uuid_v4(),
@@ -256,6 +263,15 @@ impl Api {
     /// One image through `model`: the answer as JSON, with `visualization` (the annotated image
     /// as base64 JPEG) when the request asked for it.
     fn run(&self, model: &LoadedModel, bytes: &[u8], options: &Options) -> Result<Value, Refusal> {
+        // The decoded image's memory is reserved from its header first (an oversized one is
+        // refused by the decoder below, before any allocation).
+        let pixels = crate::vision::image::dimensions(bytes).map_or(0, |(w, h)| u64::from(w) * u64::from(h));
+        let need = pixels.min(crate::vision::image::max_pixels()) as usize * 3;
+        let Some(_memory) = self.decoded.take(need) else {
+            self.metrics.rejection("image_memory");
+            return Err(Response::error(429, "other images being processed use the memory set aside for them; retry shortly")
+                .with_header("Retry-After", "1"));
+        };
         let mut img = infer::decode_image(bytes).map_err(|m| Response::error(400, m))?;
         let mut thresholds = options.thresholds;
         if options.class_filter.is_some() {

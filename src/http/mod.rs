@@ -23,6 +23,8 @@ pub fn limits(config: &Config) -> server::Limits {
         header_timeout: s.header_timeout,
         body_timeout: s.body_timeout,
         idle_timeout: s.idle_timeout,
+        // Four of the largest bodies at once, whatever the number of connections.
+        max_body_bytes_in_flight: s.max_body_bytes.saturating_mul(4),
     }
 }
 

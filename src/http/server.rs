@@ -26,6 +26,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long a kept-alive connection may sit idle before the next request.
     pub idle_timeout: Duration,
+    /// Request bodies held in memory at once, all connections together: slow uploads of large
+    /// bodies on many connections must not add up to more than the board has.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -37,7 +40,40 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(15),
+            max_body_bytes_in_flight: 128 * 1024 * 1024,
         }
+    }
+}
+
+/// A shared allowance of bytes (request bodies, decoded images): taken before the memory is
+/// used, given back when the permit drops.
+#[derive(Debug)]
+pub struct Budget {
+    left: AtomicUsize,
+}
+
+pub struct Permit<'a> {
+    budget: &'a Budget,
+    bytes: usize,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Budget {
+        Budget { left: AtomicUsize::new(bytes) }
+    }
+
+    /// `bytes` of the allowance, or `None` when that much is not left now.
+    pub fn take(&self, bytes: usize) -> Option<Permit<'_>> {
+        self.left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(bytes))
+            .ok()
+            .map(|_| Permit { budget: self, bytes })
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.budget.left.fetch_add(self.bytes, Ordering::SeqCst);
     }
 }
 
@@ -52,6 +88,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// An HTTP/1.0 request (no keep-alive unless asked for).
+    pub http10: bool,
 }
 
 impl Request {
@@ -138,6 +176,8 @@ pub enum Rejection {
     HeaderTooLarge,
     BadRequest,
     BodyTooLarge,
+    /// The bodies of other requests use the memory set aside for bodies.
+    BodiesInFlight,
     LengthRequired,
     Timeout,
 }
@@ -149,6 +189,7 @@ impl Rejection {
             Rejection::HeaderTooLarge => "header_size",
             Rejection::BadRequest => "malformed",
             Rejection::BodyTooLarge => "body_size",
+            Rejection::BodiesInFlight => "body_memory",
             Rejection::LengthRequired => "length_required",
             Rejection::Timeout => "timeout",
         }
@@ -164,6 +205,7 @@ pub trait Handler: Send + Sync + 'static {
 /// Accepts connections until `stop` is set (the caller wakes the accept with [`wake`]).
 pub fn serve(listener: TcpListener, handler: Arc<dyn Handler>, limits: Limits, stop: Arc<AtomicBool>) -> io::Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(Budget::new(limits.max_body_bytes_in_flight));
     let limits = Arc::new(limits);
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -186,9 +228,9 @@ pub fn serve(listener: TcpListener, handler: Arc<dyn Handler>, limits: Limits, s
             refuse(stream, &limits);
             continue;
         }
-        let (handler, limits, open) = (handler.clone(), limits.clone(), open.clone());
+        let (handler, limits, open, bodies) = (handler.clone(), limits.clone(), open.clone(), bodies.clone());
         let spawned = std::thread::Builder::new().name("http".into()).spawn(move || {
-            connection(stream, &*handler, &limits);
+            connection(stream, &*handler, &limits, &bodies);
             open.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
@@ -212,7 +254,7 @@ fn refuse(mut stream: TcpStream, limits: &Limits) {
 }
 
 /// Requests on one connection until the client closes it, idles out or breaks a limit.
-fn connection(stream: TcpStream, handler: &dyn Handler, limits: &Limits) {
+fn connection(stream: TcpStream, handler: &dyn Handler, limits: &Limits, bodies: &Budget) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(limits.body_timeout));
@@ -224,8 +266,8 @@ fn connection(stream: TcpStream, handler: &dyn Handler, limits: &Limits) {
     // Bytes read beyond the previous request (pipelining).
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let outcome = read_request(&mut reader, &mut buf, peer, limits, &mut writer);
-        let req = match outcome {
+        let outcome = read_request(&mut reader, &mut buf, peer, limits, bodies, &mut writer);
+        let (req, _body_permit) = match outcome {
             Ok(Some(req)) => req,
             Ok(None) => break,
             Err(why) => {
@@ -235,6 +277,8 @@ fn connection(stream: TcpStream, handler: &dyn Handler, limits: &Limits) {
                         "request head too large (limit {} bytes, {MAX_HEADERS} headers)", limits.max_header_bytes)),
                     Rejection::BodyTooLarge => Response::error(413, format!(
                         "request body too large (serve.max_body_mb allows {} bytes)", limits.max_body_bytes)),
+                    Rejection::BodiesInFlight => Response::error(429, "the server is receiving other large requests; retry shortly")
+                        .with_header("Retry-After", "1"),
                     Rejection::LengthRequired => Response::error(411, "send the body with a Content-Length (chunked bodies are not accepted)"),
                     Rejection::Timeout => Response::error(408, "request not received in time"),
                     Rejection::BadRequest | Rejection::TooManyConnections => Response::error(400, "malformed HTTP request"),
@@ -258,18 +302,19 @@ fn wants_keep_alive(req: &Request) -> bool {
     if conn.contains("close") {
         return false;
     }
-    // `method` holds "GET" etc.; HTTP/1.0 is marked by read_request with a pseudo header.
-    req.header(":http10").is_none() || conn.contains("keep-alive")
+    !req.http10 || conn.contains("keep-alive")
 }
 
-/// One request, or `None` when the client closed or idled out between requests.
-fn read_request(
+/// One request (with the permit for its body's memory), or `None` when the client closed or
+/// idled out between requests.
+fn read_request<'b>(
     reader: &mut TcpStream,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     limits: &Limits,
+    bodies: &'b Budget,
     writer: &mut TcpStream,
-) -> Result<Option<Request>, Rejection> {
+) -> Result<Option<(Request, Option<Permit<'b>>)>, Rejection> {
     // 1. The head: the first byte within the idle timeout, all of it within the header timeout.
     let mut head_deadline: Option<Instant> = (!buf.is_empty()).then(|| Instant::now() + limits.header_timeout);
     let idle_deadline = Instant::now() + limits.idle_timeout;
@@ -322,10 +367,7 @@ fn read_request(
         head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
     };
     buf.drain(..head_len);
-    let mut req = Request { method, path, query, headers, body: Vec::new(), peer };
-    if http10 {
-        req.headers.push((":http10".into(), "1".into()));
-    }
+    let mut req = Request { method, path, query, headers, body: Vec::new(), peer, http10 };
 
     // 2. The body, by Content-Length only.
     if req.header("transfer-encoding").is_some() {
@@ -338,6 +380,10 @@ fn read_request(
     if length > limits.max_body_bytes {
         return Err(Rejection::BodyTooLarge);
     }
+    let permit = match length {
+        0 => None,
+        n => Some(bodies.take(n).ok_or(Rejection::BodiesInFlight)?),
+    };
     if length > buf.len()
         && req.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
         && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
@@ -354,7 +400,7 @@ fn read_request(
         }
     }
     req.body = buf.drain(..length).collect();
-    Ok(Some(req))
+    Ok(Some((req, permit)))
 }
 
 /// One read that gives up at `deadline` (as `TimedOut`).
@@ -422,6 +468,18 @@ pub fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_permits_add_up_and_come_back() {
+        let budget = Budget::new(10);
+        let a = budget.take(6).unwrap();
+        assert!(budget.take(5).is_none());
+        let b = budget.take(4).unwrap();
+        drop(a);
+        assert!(budget.take(6).is_some());
+        drop(b);
+        assert!(budget.take(10).is_some());
+    }
 
     #[test]
     fn percent_decoding() {

@@ -39,6 +39,17 @@ pub fn load(path: &Path) -> anyhow::Result<RgbImage> {
     decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// The `(width, height)` an image's header declares, without decoding it (`None` when the bytes
+/// are no image this module reads; [`decode`] then says why).
+pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
+}
+
+/// The largest image [`decode`] accepts now, in pixels.
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS_NOW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Decodes PNG or JPEG bytes (the format is sniffed, not taken from a file name).
 pub fn decode(bytes: &[u8]) -> anyhow::Result<RgbImage> {
     let reader = ImageReader::new(Cursor::new(bytes))
