@@ -272,14 +272,14 @@ impl Api {
             return Err(Response::error(429, "other images being processed use the memory set aside for them; retry shortly")
                 .with_header("Retry-After", "1"));
         };
-        let mut img = infer::decode_image(bytes).map_err(|m| Response::error(400, m))?;
+        let img = infer::decode_image(bytes).map_err(|m| Response::error(400, m))?;
         let mut thresholds = options.thresholds;
         if options.class_filter.is_some() {
             // Filter first, then keep the best `max_detections`.
             thresholds.max_detections = crate::vision::detection::MAX_DETECTIONS;
         }
         let started = Instant::now();
-        let mut answer = match model.infer(&img, thresholds) {
+        let (mut answer, mut img) = match model.infer(img, thresholds) {
             Ok(a) => a,
             Err(InferError::QueueFull) => {
                 self.metrics.rejection("queue_full");
