@@ -8,6 +8,8 @@
 # the ratios are printed. That install is ~7 GB: it stays out of CI.
 #
 #   scripts/bench-serve.sh        (DURATION=10 CLIENTS=4 PROFILE=release OUTPOST_BIN=...)
+#   TARGET=x86_64-unknown-linux-musl scripts/bench-serve.sh    the static build as it ships
+#                                 (mimalloc; needs musl-tools and that rustup target)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -16,8 +18,8 @@ clients=${CLIENTS:-4}
 profile=${PROFILE:-release}
 command -v wrk >/dev/null || { echo "needs wrk (Debian package wrk; scripts/setup-debian.sh)" >&2; exit 1; }
 if [ -z "${OUTPOST_BIN:-}" ]; then
-  cargo build --profile "$profile" --locked -q
-  OUTPOST_BIN="${CARGO_TARGET_DIR:-$here/target}/$profile/outpost"
+  cargo build --profile "$profile" --locked -q ${TARGET:+--target "$TARGET"}
+  OUTPOST_BIN="${CARGO_TARGET_DIR:-$here/target}/${TARGET:+$TARGET/}$profile/outpost"
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-serve.XXXXXX")
 pids=()
@@ -90,7 +92,7 @@ t0=$(now_ms)
 "$OUTPOST_BIN" -q --board x86_64-dev --cache-dir "$work/cache" serve --listen "127.0.0.1:$port" &
 pids+=($!); opid=$!
 start_ms=$(wait_info "$t0" "http://127.0.0.1:$port")
-echo "outpost serve ($("$OUTPOST_BIN" --version | head -1), $(nproc) cores)"
+echo "outpost serve ($("$OUTPOST_BIN" --version | head -1), $("$OUTPOST_BIN" --version | awk '/^target|^allocator/ {printf "%s ", $0}')$(nproc) cores)"
 echo "  start to first /info 200: ${start_ms} ms; RSS idle before any model: $(( $(rss_kib $opid) / 1024 )) MiB"
 for m in faces yolo colour; do
   curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' -d "{\"model_id\": \"$m\"}" "http://127.0.0.1:$port/model/add"

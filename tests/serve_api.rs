@@ -532,6 +532,10 @@ fn parallel_clients_get_equal_answers_and_a_full_queue_gets_429() {
             });
         }
     });
+    // Memory stays bounded: each model's working memory lives on its own worker thread, not in
+    // every connection thread's allocator arena (that grew a 16-client server past 1.3 GB).
+    let rss = serve.rss_kib();
+    assert!(rss < 600_000, "RSS {rss} KiB after 200 requests from 8 clients");
     drop(serve);
 
     // No queue at all: concurrent requests beyond the running one get 429 with Retry-After.
