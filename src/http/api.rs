@@ -86,7 +86,7 @@ impl Api {
         let expected = match route {
             "/model/add" | "/model/remove" | "/model/clear" | "/infer/object_detection" | "/infer/classification"
             | "/{dataset}/{version}" => "POST",
-            "other" => return (route, Response::error(404, format!("no route {} {}", req.method, short(&req.path)))),
+            "other" => return (route, Response::error(404, format!("no route {} {}", req.method, super::short(&req.path)))),
             _ => "GET",
         };
         if req.method != expected && !(expected == "GET" && req.method == "HEAD") {
@@ -373,10 +373,3 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// A path as shown in an error: bounded, so a huge path does not come back whole.
-fn short(path: &str) -> String {
-    match path.char_indices().nth(120) {
-        Some((at, _)) => format!("{}...", &path[..at]),
-        None => path.to_string(),
-    }
-}

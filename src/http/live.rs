@@ -216,7 +216,7 @@ impl LiveView {
             "/latest.jpg" => "/latest.jpg",
             "/stream.mjpeg" => "/stream.mjpeg",
             "/stats.json" => "/stats.json",
-            _ => return ("other", Response::error(404, format!("no route {}: see / for the live view", short(&req.path)))),
+            _ => return ("other", Response::error(404, format!("no route {}: see / for the live view", super::short(&req.path)))),
         };
         if req.method != "GET" && req.method != "HEAD" {
             return (route, Response::error(405, format!("{route} takes GET")));
@@ -328,13 +328,6 @@ fn annotated_jpeg(mut img: RgbImage, answer: &Answer) -> anyhow::Result<Vec<u8>>
     let mut jpeg = Vec::new();
     crate::sinks::encode_jpeg(&img, 85, &mut jpeg)?;
     Ok(jpeg)
-}
-
-fn short(path: &str) -> String {
-    match path.char_indices().nth(120) {
-        Some((at, _)) => format!("{}...", &path[..at]),
-        None => path.to_string(),
-    }
 }
 
 /// The live page: no external assets; the stream in an <img>, the predictions and counters

@@ -39,3 +39,11 @@ pub fn bind(addr: &str, key: &str) -> anyhow::Result<(TcpListener, SocketAddr)> 
     let local = listener.local_addr()?;
     Ok((listener, local))
 }
+
+/// A path as shown in an error: bounded, so a huge path does not come back whole.
+pub fn short(path: &str) -> String {
+    match path.char_indices().nth(120) {
+        Some((at, _)) => format!("{}...", &path[..at]),
+        None => path.to_string(),
+    }
+}
