@@ -17,6 +17,7 @@ use crate::cli::ModelArgs;
 use crate::config::Config;
 use crate::detector::{Detector, Response};
 use crate::provision::cache::Cache;
+use crate::provision::roboflow::ResolveError;
 use crate::vision::detection::Thresholds;
 use crate::vision::families::Family;
 use crate::vision::image::RgbImage;
@@ -185,6 +186,17 @@ struct State {
     loading: Vec<String>,
 }
 
+impl State {
+    /// Marks entry `at` as just used (it moves to the end), adding a new spelling for it.
+    fn touch(&mut self, at: usize, new_name: Option<&str>) -> Arc<LoadedModel> {
+        let mut entry = self.entries.remove(at);
+        entry.names.extend(new_name.map(String::from));
+        let model = entry.model.clone();
+        self.entries.push(entry);
+        model
+    }
+}
+
 struct Entry {
     model: Arc<LoadedModel>,
     /// The spellings clients used for it, in order of first use.
@@ -215,10 +227,7 @@ impl Registry {
     pub fn get(&self, requested: &str) -> Option<Arc<LoadedModel>> {
         let mut state = self.state();
         let at = state.entries.iter().position(|e| e.names.iter().any(|n| n == requested))?;
-        let entry = state.entries.remove(at);
-        let model = entry.model.clone();
-        state.entries.push(entry);
-        Some(model)
+        Some(state.touch(at, None))
     }
 
     /// The model a client's id names, loaded from the cache's current generation if it is not
@@ -242,11 +251,7 @@ impl Registry {
         {
             let mut state = self.state();
             if let Some(at) = state.entries.iter().position(|e| e.model.id == id) {
-                let mut entry = state.entries.remove(at);
-                entry.names.push(requested.to_string());
-                let model = entry.model.clone();
-                state.entries.push(entry);
-                return Ok(model);
+                return Ok(state.touch(at, Some(requested)));
             }
             if state.loading.contains(&id) {
                 return Err(LoadError::Loading(format!("model `{requested}` is still loading; retry shortly")));
@@ -281,12 +286,14 @@ impl Registry {
         result.map_err(|e| {
             let cause = format!("{e:#}");
             log::warn!("model `{requested}`: {cause}");
-            if cause.contains("need an API key") {
-                LoadError::KeyRequired(format!("model `{requested}` is not in the cache and {cause}"))
-            } else if cause.contains("API key was rejected") {
-                LoadError::KeyRejected(format!("model `{requested}` is not in the cache and Roboflow rejected the API key"))
-            } else {
-                LoadError::Unknown(format!("{why}; provisioning it failed: {cause}"))
+            match e.downcast_ref::<ResolveError>() {
+                Some(ResolveError::KeyMissing) => {
+                    LoadError::KeyRequired(format!("model `{requested}` is not in the cache and {cause}"))
+                }
+                Some(ResolveError::KeyRejected { .. }) => {
+                    LoadError::KeyRejected(format!("model `{requested}` is not in the cache and Roboflow rejected the API key"))
+                }
+                _ => LoadError::Unknown(format!("{why}; provisioning it failed: {cause}")),
             }
         })
     }

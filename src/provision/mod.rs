@@ -117,9 +117,7 @@ pub fn provision(opts: &Options) -> anyhow::Result<Summary> {
     }
 
     check_free_space(&cache, &missing)?;
-    let downloader = Downloader::new(opts.download.clone(), !manifest.allow_http)
-        .map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?
-        .with_deadline(started + opts.deadline);
+    let downloader = downloader(opts, &manifest, started)?;
     let mut failed = Vec::new();
     for model in &missing {
         match fetch_model(&cache, &downloader, model, &manifest, &opts.roboflow) {
@@ -234,6 +232,14 @@ pub fn open_for_writing(opts: &Options) -> anyhow::Result<(Cache, cache::CacheLo
         .lock(opts.lock_wait)
         .map_err(|e| Failure::new(Exit::Provisioning, format!("locking {}: {e}", opts.cache_dir.join(".lock").display())))?;
     Ok((cache, lock))
+}
+
+/// The downloader for `manifest`'s models: its HTTP policy, the download settings, and the
+/// provisioning deadline counted from `started`.
+pub(crate) fn downloader(opts: &Options, manifest: &Manifest, started: Instant) -> anyhow::Result<Downloader> {
+    Ok(Downloader::new(opts.download.clone(), !manifest.allow_http)
+        .map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?
+        .with_deadline(started + opts.deadline))
 }
 
 /// Records a new generation after the newest one and makes it current.
@@ -393,7 +399,8 @@ pub(crate) fn fetch_model(
             backoff: Duration::from_millis(500),
             allow_http: manifest.allow_http,
         };
-        let ort = api.resolve(id).map_err(|e| anyhow::anyhow!("model {}: {e}", model.id))?;
+        // Kept as its own error under the context, so `serve` can tell a key problem (401/403).
+        let ort = api.resolve(id).map_err(|e| anyhow::Error::new(e).context(format!("model {}", model.id)))?;
         let resolved = |url: &str| -> anyhow::Result<Source> {
             if url.starts_with("https://") || (manifest.allow_http && url.starts_with("http://")) {
                 Ok(Source::Url(url.to_string()))

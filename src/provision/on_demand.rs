@@ -49,9 +49,7 @@ pub fn add_roboflow_model(opts: &Options, requested: &str) -> anyhow::Result<Str
     let model = &entry.models[0];
 
     super::check_free_space(&cache, &[model])?;
-    let downloader = super::download::Downloader::new(opts.download.clone(), !base.allow_http)
-        .map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?
-        .with_deadline(std::time::Instant::now() + opts.deadline);
+    let downloader = super::downloader(opts, &base, std::time::Instant::now())?;
     let (record, fetched) = super::fetch_model(&cache, &downloader, model, &entry, &opts.roboflow)?;
     let mut records: Vec<_> = current.as_ref().map(|g| g.models.clone()).unwrap_or_default();
     records.push(record);

@@ -6,6 +6,7 @@
 //! `modelType` and `type`. The API key travels only in that request: it is redacted from every
 //! message and never written to the cache.
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -85,21 +86,50 @@ pub struct Api<'a> {
     pub allow_http: bool,
 }
 
+/// Why the API could not resolve an id. The key problems are their own kinds, so callers (a
+/// server answering 401 or 403) need not read messages.
+#[derive(Debug)]
+pub enum ResolveError {
+    /// No API key was configured or given.
+    KeyMissing,
+    /// The API answered 401 or 403; `shown` is the request with the key masked.
+    KeyRejected { shown: String, status: u16 },
+    Other(String),
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::KeyMissing => f.write_str(
+                "roboflow sources need an API key: set roboflow.api_key or ROBOFLOW_API_KEY (it is never logged)",
+            ),
+            ResolveError::KeyRejected { shown, status } => write!(f, "{shown}: HTTP {status}: the API key was rejected"),
+            ResolveError::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+impl From<String> for ResolveError {
+    fn from(message: String) -> ResolveError {
+        ResolveError::Other(message)
+    }
+}
+
 impl Api<'_> {
     /// Asks the API where `id`'s weights are. Retries transient failures; a rejected key or an
     /// unknown model fails at once.
-    pub fn resolve(&self, id: &str) -> Result<Ort, String> {
+    pub fn resolve(&self, id: &str) -> Result<Ort, ResolveError> {
         let (dataset, version) = dataset_version(id)?;
-        let key = self.key.ok_or(
-            "roboflow sources need an API key: set roboflow.api_key or ROBOFLOW_API_KEY (it is never logged)",
-        )?;
+        let key = self.key.ok_or(ResolveError::KeyMissing)?;
         if self.base.starts_with("http://") {
             if !self.allow_http {
-                return Err(format!(
+                return Err(ResolveError::Other(format!(
                     "roboflow.api_base {} is plain http: the API key would travel in cleartext; use https, or set \
                      allow_http = true in the manifest for a lab network",
                     redact_url(self.base)
-                ));
+                )));
             }
             log::warn!("roboflow.api_base {} is plain http: the API key travels in cleartext (allow_http = true)", redact_url(self.base));
         }
@@ -130,8 +160,8 @@ impl Api<'_> {
                                 .map_err(|e| format!("{shown}: unexpected answer ({e})"))?;
                             return Ok(parsed.ort);
                         }
-                        401 | 403 => return Err(format!("{shown}: HTTP {status}: the API key was rejected")),
-                        404 => return Err(format!("{shown}: HTTP 404: no such model `{dataset}/{version}`")),
+                        401 | 403 => return Err(ResolveError::KeyRejected { shown, status }),
+                        404 => return Err(format!("{shown}: HTTP 404: no such model `{dataset}/{version}`").into()),
                         _ => last = format!("{shown}: HTTP {status}"),
                     }
                 }
@@ -142,7 +172,7 @@ impl Api<'_> {
                 std::thread::sleep(self.backoff * attempt);
             }
         }
-        Err(last)
+        Err(last.into())
     }
 }
 
