@@ -26,32 +26,16 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 fx=tests/fixtures
-sum() { sha256sum "$1" | cut -d' ' -f1; }
-size() { stat -c %s "$1"; }
-cat > "$work/models.toml" <<EOF
-version = 1
-[[models]]
-id = "faces"
-source = "file://$here/$fx/centerface.onnx"
-sha256 = "$(sum $fx/centerface.onnx)"
-size = $(size $fx/centerface.onnx)
-family = "centerface"
-classes = ["face"]
-[[models]]
-id = "yolo"
-source = "file://$here/$fx/yolov8n_random.onnx"
-sha256 = "$(sum $fx/yolov8n_random.onnx)"
-size = $(size $fx/yolov8n_random.onnx)
-family = "yolov8"
-input = [640, 640]
-[[models]]
-id = "colour"
-source = "file://$here/$fx/crafted/colour_classifier.onnx"
-sha256 = "$(sum $fx/crafted/colour_classifier.onnx)"
-size = $(size $fx/crafted/colour_classifier.onnx)
-family = "classification"
-classes = ["red", "green", "blue"]
-EOF
+entry() { # id file extra-lines: one pinned [[models]] table for a fixture
+  printf '[[models]]\nid = "%s"\nsource = "file://%s"\nsha256 = "%s"\nsize = %s\n%b\n' \
+    "$1" "$here/$fx/$2" "$(sha256sum "$fx/$2" | cut -d' ' -f1)" "$(stat -c %s "$fx/$2")" "$3"
+}
+{
+  echo "version = 1"
+  entry faces centerface.onnx 'family = "centerface"\nclasses = ["face"]'
+  entry yolo yolov8n_random.onnx 'family = "yolov8"\ninput = [640, 640]'
+  entry colour crafted/colour_classifier.onnx 'family = "classification"\nclasses = ["red", "green", "blue"]'
+} > "$work/models.toml"
 export OUTPOST_CONFIG=/dev/null
 "$OUTPOST_BIN" -q --board x86_64-dev --cache-dir "$work/cache" provision --manifest "$work/models.toml" >/dev/null
 
