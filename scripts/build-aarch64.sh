@@ -6,7 +6,7 @@
 #   scripts/build-aarch64.sh --setup    only install the toolchain pieces
 #
 # Needs: rustup; Debian/Ubuntu apt for gcc-aarch64-linux-gnu (linker, C compiler for mimalloc and
-# ring), qemu-user-static (runner for `cargo test --target ...`) and file. musl's own headers come
+# ring), g++-aarch64-linux-gnu (openh264's C++; its runtime pieces come from the static libstdc++), qemu-user-static (runner for `cargo test --target ...`) and file. musl's own headers come
 # from Debian's musl-dev:arm64, fetched with a private apt configuration (the machine's apt
 # architectures are left alone) and unpacked under .toolchains/.
 set -euo pipefail
@@ -22,6 +22,7 @@ install_tools() {
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
   local missing=()
   command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
+  command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(g++-aarch64-linux-gnu)
   command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
   command -v file >/dev/null || missing+=(file)
   if [ ${#missing[@]} -gt 0 ]; then

@@ -5,12 +5,16 @@
 # arm64) for scripts/v4l2-bindgen's check of the committed V4L2 bindings and the static vivid
 # test helper, systemd for `systemd-analyze verify` of the unit, python3-venv for the
 # inference-sdk and reference venvs, chromium for the live view's browser test, wrk for
-# scripts/bench-serve.sh. (Building outpost itself needs none of them.) Idempotent; uses sudo
-# when not root.
+# scripts/bench-serve.sh, g++ + nasm for openh264's bundled source (nasm: its x86 assembly; the
+# build silently drops it without), g++-aarch64-linux-gnu for the aarch64 build of it, ffmpeg and
+# GStreamer's RTSP server (python3-gi) for the video-source tests and scripts/bench-decode.sh.
+# Idempotent; uses sudo when not root.
 set -euo pipefail
 packages=(gcc-aarch64-linux-gnu qemu-user-static file nginx-light openssl faketime curl bc time
           libclang-dev linux-libc-dev linux-libc-dev-arm64-cross libc6-dev-arm64-cross systemd python3-venv
-          chromium wrk)
+          chromium wrk g++ nasm g++-aarch64-linux-gnu ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0
+          gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+          gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -5,6 +5,7 @@ pub fn features() -> Vec<&'static str> {
     // One line per optional feature as they land (tensorrt, v4l2, api, ...).
     let all: &[(&str, bool)] = &[
         ("v4l2", cfg!(feature = "v4l2")),
+        ("video", cfg!(feature = "video")),
         ("multithread", cfg!(feature = "multithread")),
         ("system-allocator", cfg!(feature = "system-allocator")),
     ];

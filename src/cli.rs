@@ -19,7 +19,11 @@ COMMANDS:
                            download, verify and cache the manifest's models (blocking)
     run [--source SRC] [--model ID] [--frames N] [--manifest FILE] [--allow-volatile-cache]
                            provision, load the model, then capture -> infer -> sinks until
-                           stopped; SRC: v4l2:///dev/videoN, file:IMAGE or dir:FOLDER
+                           stopped; SRC: v4l2:///dev/videoN, rtsp://[USER:PASS@]HOST[:PORT]/PATH,
+                           file:IMAGE, file:VIDEO (.mp4, .h264) or dir:FOLDER
+    decode [--source SRC] [--frames N]
+                           read and decode a source without a model: one line per frame
+                           (size, checksum), then frames/s; for checking cameras and clips
     serve [--manifest FILE] [--listen HOST:PORT]
                            the Roboflow Inference HTTP API (inference-sdk) on the cached
                            models; default 127.0.0.1:9001 (serve.listen)
@@ -143,6 +147,7 @@ pub enum Command {
     Bench(BenchArgs),
     Run(RunArgs),
     Serve(ServeArgs),
+    Decode,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -335,6 +340,7 @@ fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageEr
         Command::Bench(_) => &["--model", "--model-file", "--family", "--input", "--image", "--runs"],
         Command::Run(_) => &["--source", "--model", "--frames", "--manifest", "--allow-volatile-cache"],
         Command::Serve(_) => &["--listen", "--manifest", "--allow-volatile-cache"],
+        Command::Decode => &["--source", "--frames"],
         _ => &[],
     };
     match opts.given.iter().find(|f| !allowed.contains(f)) {
@@ -400,6 +406,7 @@ fn command_from_words(words: &[String], opts: &CommandOptions) -> Result<Command
         ["provision"] => Ok(Command::Provision(opts.provision.clone())),
         ["run"] => Ok(Command::Run(RunArgs { provision: opts.provision.clone() })),
         ["serve"] => Ok(Command::Serve(ServeArgs { provision: opts.provision.clone() })),
+        ["decode"] => Ok(Command::Decode),
         ["cache", "ls"] => Ok(Command::Cache(CacheCommand::Ls { json })),
         ["cache", "verify"] => Ok(Command::Cache(CacheCommand::Verify { repair: opts.repair })),
         ["cache", "gc"] => Ok(Command::Cache(CacheCommand::Gc)),

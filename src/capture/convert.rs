@@ -101,6 +101,40 @@ fn nv12(src: &[u8], stride: usize, w: usize, h: usize, dst: &mut [u8]) {
     }
 }
 
+/// A planar YUV 4:2:0 picture (I420, what H.264 decoders produce): each plane with its stride.
+pub struct Planes<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub y: (&'a [u8], usize),
+    pub u: (&'a [u8], usize),
+    pub v: (&'a [u8], usize),
+}
+
+/// I420 to RGB (BT.601 limited range, as H.264 streams without colour metadata mean it), the
+/// same arithmetic on every architecture, so decoded frames are bit-identical on x86_64 and ARM.
+pub fn i420(p: Planes<'_>, out: &mut RgbImage) -> anyhow::Result<()> {
+    let (w, h) = (p.width, p.height);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let fits = |(plane, stride): (&[u8], usize), pw: usize, ph: usize| {
+        stride >= pw && ph.checked_sub(1).is_none_or(|last| plane.len() >= last * stride + pw)
+    };
+    if w == 0 || h == 0 || !fits(p.y, w, h) || !fits(p.u, cw, ch) || !fits(p.v, cw, ch) {
+        anyhow::bail!("I420 picture {w}x{h}: planes too small for their strides");
+    }
+    out.width = w as u32;
+    out.height = h as u32;
+    out.data.resize(w * h * 3, 0);
+    for (row, dst) in out.data.chunks_exact_mut(w * 3).enumerate() {
+        let luma = &p.y.0[row * p.y.1..row * p.y.1 + w];
+        let u = &p.u.0[(row / 2) * p.u.1..(row / 2) * p.u.1 + cw];
+        let v = &p.v.0[(row / 2) * p.v.1..(row / 2) * p.v.1 + cw];
+        for (x, px) in dst.chunks_exact_mut(3).enumerate() {
+            px.copy_from_slice(&ycbcr(luma[x], u[x / 2], v[x / 2]));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +225,24 @@ mod tests {
             let want = if i % 4 < 2 { BARS[5].1 } else { BARS[6].1 };
             assert!(close(px, &want), "pixel {i}: {px:?}");
         }
+    }
+
+    #[test]
+    fn i420_shares_chroma_over_2x2_blocks_and_checks_planes() {
+        // 3x2 picture, padded strides: chroma is 2x1.
+        let y = [16, 235, 16, 0, 235, 16, 235, 0];
+        let u = [128, 90, 0];
+        let v = [128, 240, 0];
+        let mut out = RgbImage::new(0, 0, Vec::new());
+        let planes = |y: &'static [u8]| Planes { width: 3, height: 2, y: (y, 4), u: (&u, 3), v: (&v, 3) };
+        let y: &'static [u8] = Box::leak(Box::new(y));
+        i420(planes(y), &mut out).unwrap();
+        assert_eq!((out.width, out.height), (3, 2));
+        assert_eq!(&out.data[0..3], &[0, 0, 0]);
+        assert_eq!(&out.data[3..6], &[255, 255, 255]);
+        assert!(close(&out.data[6..9], &ycbcr(16, 90, 240)));
+        assert!(close(&out.data[15..18], &ycbcr(235, 90, 240)));
+        assert!(i420(planes(&y[..5]), &mut out).is_err());
     }
 
     #[test]

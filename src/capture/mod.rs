@@ -1,16 +1,29 @@
-//! Where frames come from: V4L2 cameras, one image file, or a folder of images. Every source
-//! turns its data into RGB8 [`Frame`]s; the pipeline does not know which kind it reads.
+//! Where frames come from: V4L2 cameras, RTSP IP cameras, H.264 video files, one image file, or
+//! a folder of images. Every source turns its data into RGB8 [`Frame`]s; the pipeline does not
+//! know which kind it reads.
 
 pub mod convert;
 mod files;
+#[cfg(feature = "video")]
+pub mod h264;
+#[cfg(feature = "video")]
+pub mod rtsp;
 #[cfg(all(feature = "v4l2", target_os = "linux"))]
 mod v4l2;
+#[cfg(feature = "video")]
+mod video_file;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
+use crate::redact::Secret;
 use crate::vision::image::RgbImage;
+
+/// What to say about H.265 (`{what}` names the stream): no H.265 decoder that links statically
+/// under a licence outpost can ship was found.
+pub const H265_UNSUPPORTED: &str = "{what}; outpost decodes H.264 only: switch the camera's stream \
+    (or its substream) to H.264 in its web interface, or transcode the file with ffmpeg -c:v libx264";
 
 pub use files::{DirSource, FileSource};
 
@@ -77,6 +90,9 @@ pub trait Source: Send {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
     V4l2(PathBuf),
+    /// The whole URL, credentials included (hence a [`Secret`]: never printed).
+    Rtsp(Secret),
+    /// An image, or a video by its extension (see `video_file::is_video`).
     File(PathBuf),
     Dir(PathBuf),
 }
@@ -89,8 +105,11 @@ impl SourceSpec {
         if text.is_empty() {
             return Ok(SourceSpec::V4l2(PathBuf::from(camera_device)));
         }
+        if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
+            return Ok(SourceSpec::Rtsp(Secret::new(text)));
+        }
         let (scheme, rest) = text.split_once(':').ok_or_else(|| {
-            format!("`{text}` has no scheme; use v4l2:///dev/videoN, file:PATH or dir:PATH")
+            format!("`{text}` has no scheme; use v4l2:///dev/videoN, rtsp://HOST/PATH, file:PATH or dir:PATH")
         })?;
         let path = match scheme {
             "v4l2" => rest.strip_prefix("//").unwrap_or(rest),
@@ -111,7 +130,7 @@ impl SourceSpec {
             "file" => Ok(SourceSpec::File(path)),
             "dir" => Ok(SourceSpec::Dir(path)),
             other => Err(format!(
-                "unknown source scheme `{other}:`; use v4l2://, file: or dir:"
+                "unknown source scheme `{other}:`; use v4l2://, rtsp://, file: or dir:"
             )),
         }
     }
@@ -127,10 +146,46 @@ pub fn configured(config: &Config) -> anyhow::Result<SourceSpec> {
 /// Opens the configured source; errors here are startup errors (fatal).
 pub fn open(config: &Config) -> anyhow::Result<Box<dyn Source>> {
     match configured(config)? {
+        SourceSpec::File(path) if is_video(&path) => open_video_file(path, config),
         SourceSpec::File(path) => Ok(Box::new(FileSource::open(path, config.run.looped)?)),
+        SourceSpec::Rtsp(url) => open_rtsp(&url, config),
         SourceSpec::Dir(path) => Ok(Box::new(DirSource::open(path, config.run.looped)?)),
         SourceSpec::V4l2(path) => open_v4l2(path, config),
     }
+}
+
+fn is_video(path: &std::path::Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    matches!(ext.as_str(), "mp4" | "m4v" | "mov" | "h264" | "264" | "mkv" | "webm" | "avi")
+}
+
+#[cfg(feature = "video")]
+fn open_video_file(path: PathBuf, config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    Ok(Box::new(video_file::VideoFile::open(path, config.run.realtime, config.run.looped)?))
+}
+
+#[cfg(feature = "video")]
+fn open_rtsp(url: &Secret, config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    Ok(Box::new(rtsp::RtspSource::new(url, &config.camera)?))
+}
+
+#[cfg(not(feature = "video"))]
+fn open_video_file(path: PathBuf, _config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    Err(no_video(&format!("{}: video files", path.display())))
+}
+
+#[cfg(not(feature = "video"))]
+fn open_rtsp(_url: &Secret, _config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    Err(no_video("RTSP cameras"))
+}
+
+#[cfg(not(feature = "video"))]
+fn no_video(what: &str) -> anyhow::Error {
+    crate::exit::Failure::new(
+        crate::exit::Exit::Unavailable,
+        format!("{what} are not in this build (cargo feature `video`)"),
+    )
+    .into()
 }
 
 #[cfg(all(feature = "v4l2", target_os = "linux"))]
@@ -189,9 +244,12 @@ mod tests {
             p("dir:/srv/frames").unwrap(),
             SourceSpec::Dir("/srv/frames".into())
         );
-        assert!(p("rtsp://cam")
-            .unwrap_err()
-            .contains("unknown source scheme"));
+        assert_eq!(
+            p("rtsp://u:pw@cam/live").unwrap(),
+            SourceSpec::Rtsp(Secret::new("rtsp://u:pw@cam/live"))
+        );
+        assert!(!format!("{:?}", p("rtsp://u:pw@cam/live").unwrap()).contains("pw"));
+        assert!(p("http://cam").unwrap_err().contains("unknown source scheme"));
         assert!(p("/dev/video0").unwrap_err().contains("no scheme"));
         assert!(p("v4l2:video0").unwrap_err().contains("absolute"));
         assert!(p("dir:").is_err());

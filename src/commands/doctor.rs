@@ -103,6 +103,9 @@ fn check_cache(report: &mut Report, loaded: &Loaded) {
 }
 
 fn check_camera(report: &mut Report, loaded: &Loaded) {
+    if let Ok(crate::capture::SourceSpec::Rtsp(url)) = crate::capture::configured(&loaded.config) {
+        return check_rtsp(report, &url, &loaded.config.camera);
+    }
     let cam = &loaded.config.camera;
     let wanted = format!("{} {}x{} @ {} fps", cam.format, cam.width, cam.height, cam.fps);
     match std::fs::metadata(&cam.device) {
@@ -122,6 +125,34 @@ fn check_camera(report: &mut Report, loaded: &Loaded) {
             format!("{}: {e} (needed only for v4l2 sources; wanted {wanted})", cam.device),
         ),
     }
+}
+
+/// An RTSP camera: reachable, credentials accepted, H.264, its size and rate, a first picture.
+#[cfg(feature = "video")]
+fn check_rtsp(report: &mut Report, url: &crate::redact::Secret, camera: &crate::config::Camera) {
+    let mut source = match crate::capture::rtsp::RtspSource::new(url, camera) {
+        Ok(source) => source,
+        Err(e) => return report.line(Status::Fail, "camera", format!("{e:#}")),
+    };
+    let shown = crate::capture::Source::name(&source).to_string();
+    match source.probe(camera.stall) {
+        Ok((info, frame)) => report.line(
+            Status::Ok,
+            "camera",
+            format!(
+                "{shown}: reachable, {}, {info}; first picture {}x{}",
+                if camera.username.is_empty() && !url.expose().contains('@') { "no credentials" } else { "credentials accepted" },
+                frame.image.width,
+                frame.image.height
+            ),
+        ),
+        Err(e) => report.line(Status::Fail, "camera", format!("{shown}: {e:#}")),
+    }
+}
+
+#[cfg(not(feature = "video"))]
+fn check_rtsp(report: &mut Report, _url: &crate::redact::Secret, _camera: &crate::config::Camera) {
+    report.line(Status::Fail, "camera", "RTSP cameras are not in this build (cargo feature `video`)")
 }
 
 fn check_threads(report: &mut Report, loaded: &Loaded) {

@@ -21,6 +21,7 @@ mod bench;
 mod board;
 mod cache;
 mod config;
+mod decode;
 mod detect;
 mod doctor;
 mod provision;
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&cli.global, &args),
         Command::Run(args) => run::run(&cli.global, &args),
         Command::Serve(args) => serve::run(&cli.global, &args),
+        Command::Decode => decode::run(&cli.global),
     }
 }
 

@@ -82,6 +82,11 @@ pub struct Camera {
     pub fps: u32,
     /// First delay before reopening a failed camera; doubles up to a minute.
     pub reopen: Duration,
+    /// An RTSP camera silent this long is reconnected.
+    pub stall: Duration,
+    /// RTSP credentials for URLs that carry none.
+    pub username: String,
+    pub password: Option<Secret>,
 }
 
 /// What `outpost run` runs (`run.*`).
@@ -90,6 +95,8 @@ pub struct Run {
     /// `run.source` as written; empty = the V4L2 camera of `camera.device`.
     pub source: String,
     pub looped: bool,
+    /// Video files play at their own frame rate; false = as fast as inference takes frames.
+    pub realtime: bool,
     /// Empty = the cache's only model.
     pub model: String,
     pub input: Option<[u32; 2]>,
@@ -259,6 +266,12 @@ impl Config {
                 height: int_in(s, "camera.height", 16, 8192)? as u32,
                 fps: int_in(s, "camera.fps", 1, 240)? as u32,
                 reopen: Duration::from_secs(int_in(s, "camera.reopen_secs", 1, 3600)? as u64),
+                stall: Duration::from_secs(int_in(s, "camera.stall_secs", 1, 3600)? as u64),
+                username: string(s, "camera.username")?,
+                password: match s.get("camera.password").map(|e| &e.value) {
+                    Some(Value::Secret(p)) => Some(p.clone()),
+                    _ => None,
+                },
             },
             run: Run {
                 source: {
@@ -269,6 +282,7 @@ impl Config {
                     source
                 },
                 looped: boolean(s, "run.loop")?,
+                realtime: boolean(s, "run.realtime")?,
                 model: string(s, "run.model")?,
                 input: match string(s, "run.input")?.as_str() {
                     "" => None,

@@ -4,6 +4,7 @@
 pub mod http;
 pub mod nginx;
 pub mod serve;
+pub mod video;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
