@@ -26,7 +26,7 @@ image=tests/fixtures/images/astronaut.png
 clip() { # out WxH profile
   local w=${2%x*} h=${2#*x}
   ffmpeg -hide_banner -loglevel error -y -loop 1 -framerate 25 -i "$image" \
-    -vf "scale=-2:$((h * 3 / 2)),crop=$w:$h:'(in_w-$w)*n/$frames':'(in_h-$h)*n/$frames',format=yuv420p" \
+    -vf "scale=$((w * 3 / 2)):-2,crop=$w:$h:'(in_w-$w)*n/$frames':'(in_h-$h)*n/$frames',format=yuv420p" \
     -frames:v "$frames" -c:v libx264 -profile:v "$3" -preset medium -g 50 "$1"
 }
 secs() { python3 -c 'import sys; print(f"{float(sys.argv[1]):.3f}")' "$1"; }

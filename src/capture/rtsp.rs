@@ -151,7 +151,8 @@ impl RtspSource {
             .block_on(async {
                 tokio::time::timeout(CONNECT_TIMEOUT, connect(target)).await
             })
-            .map_err(|_| anyhow::anyhow!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))??;
+            .map_err(|_| anyhow::anyhow!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| anyhow::anyhow!("{}", redact_text(&one_line(&format!("{e:#}")))))?;
         if self.info.as_ref() != Some(&info) {
             log::info!("{}: {info}", self.target.shown);
             self.info = Some(info);
@@ -182,8 +183,20 @@ impl RtspSource {
     }
 
     fn fail(&mut self, why: String) -> anyhow::Error {
+        self.close();
+        anyhow::anyhow!("{}", redact_text(&one_line(&why)))
+    }
+
+    /// Drops the session inside the runtime: retina sends its TEARDOWN from a task there.
+    fn close(&mut self) {
+        let _inside = self.runtime.enter();
         self.session = None;
-        anyhow::anyhow!("{}", redact_text(&why))
+    }
+}
+
+impl Drop for RtspSource {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -234,8 +247,14 @@ async fn connect(target: &Target) -> anyhow::Result<(Pin<Box<Demuxed>>, StreamIn
     Ok((Box::pin(demuxed), info))
 }
 
+/// retina's errors span lines (message, connection, packet context): one log line each.
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
 /// retina's errors, with what to do for the common ones.
 fn explain(error: &str) -> String {
+    let error = &one_line(error);
     if error.contains("401") {
         format!("{error}: the camera refused the credentials (check the user name and password)")
     } else if error.contains("404") {
@@ -306,7 +325,7 @@ impl Source for RtspSource {
     }
 
     fn reset(&mut self) {
-        self.session = None;
+        self.close();
     }
 }
 

@@ -32,9 +32,8 @@ pub fn scaled_image(dir: &Path, name: &str, size: &str) -> PathBuf {
 /// extension.
 pub fn panned_clip(out: &Path, frames: u32, size: &str, profile: &str) {
     let (w, h) = size.split_once('x').unwrap();
-    let filter = format!(
-        "scale=-2:{h},crop={w}:{h}:'(in_w-{w})*n/{frames}':0,format=yuv420p",
-    );
+    let wide: u32 = w.parse::<u32>().unwrap() * 3 / 2;
+    let filter = format!("scale={wide}:-2,crop={w}:{h}:'(in_w-{w})*n/{frames}':'(in_h-{h})/2',format=yuv420p");
     let image = fixtures().join("images/astronaut.png");
     let frames = frames.to_string();
     let mut args = vec![
