@@ -315,3 +315,32 @@ fn broken_video_files_are_clear_errors() {
         assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn a_faulty_rtsp_server_gives_counted_errors_never_a_crash() {
+    use support::rtsp_faults::{Fault, FaultyRtsp};
+    let s = faces_sandbox();
+    let raw = s.path().join("pan.h264");
+    panned_clip(&raw, 100, "320x240", "baseline");
+    let stream = std::fs::read(&raw).unwrap();
+    for (fault, expect) in [
+        (Fault::NotFound, "no such stream path"),
+        (Fault::WrongSdp, "reopening"),
+        (Fault::GarbageRtp, "reopening"),
+        (Fault::DamagedH264, "skipping a frame"),
+    ] {
+        let server = FaultyRtsp::start(fault, stream.clone());
+        let outpost = Running::spawn(&mut outpost_run(&s, &server.url(), &["camera.stall_secs=2"]));
+        outpost.wait_for_log(expect, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = Command::new("kill").args(["-TERM", &outpost.child.id().to_string()]).status();
+        let (code, stderr) = outpost.wait();
+        assert_eq!(code, 0, "{fault:?}: the service stays up and stops cleanly:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{fault:?}:\n{stderr}");
+        let summary = stderr.lines().rev().find(|l| l.contains("summary")).unwrap_or_else(|| panic!("{stderr}"));
+        let count = |key: &str| -> u64 {
+            summary.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
+        };
+        assert!(count("capture_errors") + count("frame_errors") > 0, "{fault:?}: errors are counted: {summary}");
+    }
+}

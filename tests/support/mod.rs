@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod nginx;
+pub mod rtsp_faults;
 pub mod serve;
 pub mod video;
 
