@@ -143,9 +143,20 @@ pub fn configured(config: &Config) -> anyhow::Result<SourceSpec> {
         .map_err(|m| crate::exit::Failure::new(crate::exit::Exit::Config, format!("run.source: {m}")).into())
 }
 
-/// Opens the configured source; errors here are startup errors (fatal).
+/// Opens the configured source (`run.source`); errors here are startup errors (fatal).
 pub fn open(config: &Config) -> anyhow::Result<Box<dyn Source>> {
-    match configured(config)? {
+    open_spec(configured(config)?, config)
+}
+
+/// Opens a source spelled as `run.source` spells it (a `[[cameras]]` entry's source).
+pub fn open_text(text: &str, config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    let spec = SourceSpec::parse(text, &config.camera.device)
+        .map_err(|m| crate::exit::Failure::new(crate::exit::Exit::Config, format!("camera source: {m}")))?;
+    open_spec(spec, config)
+}
+
+fn open_spec(spec: SourceSpec, config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    match spec {
         SourceSpec::File(path) if is_video(&path) => open_video_file(path, config),
         SourceSpec::File(path) => Ok(Box::new(FileSource::open(path, config.run.looped)?)),
         SourceSpec::Rtsp(url) => open_rtsp(&url, config),

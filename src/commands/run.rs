@@ -4,12 +4,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::cli::{Global, ModelArgs, RunArgs};
+use crate::cli::{Global, RunArgs};
+use crate::config::Config;
+use crate::redact::Secret;
 use crate::exit::{exit_for, Exit, Failure};
 use crate::notify::Notifier;
-use crate::pipeline::{self, Options};
+use crate::models::registry::{LoadError, Registry};
+use crate::pipeline::{self, Feed, Options};
 use crate::provision::cache::Cache;
 use crate::provision::rollback::Superseded;
 use crate::vision::detection::Thresholds;
@@ -57,40 +60,59 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    // 2. The model.
-    let model = choose_model(&cache, &config.run.model)?;
-    notifier.status(&format!("loading model {model}"));
-    let loading = Instant::now();
-    let model_args = ModelArgs {
-        model: Some(model.clone()),
-        input: config.run.input,
-        ..ModelArgs::default()
-    };
-    let mut detector = crate::models::load_detector(config, &model_args)?;
-    detector.thresholds = Thresholds {
-        confidence: config.run.confidence,
-        iou: config.run.iou,
-        max_detections: config.run.max_detections,
-        ..Thresholds::default()
-    };
-    log::info!(
-        "model {model} loaded in {:.2}s",
-        loading.elapsed().as_secs_f64()
-    );
+    // 2. The cameras and their models (each model loaded once, whatever the number of cameras).
+    let cameras = cameras(config)?;
+    let generation = cache.current()?.map_or(0, |g| g.generation);
+    let mut wanted: Vec<String> = Vec::new();
+    for camera in &cameras {
+        let model = match &camera.model {
+            Some(model) => model.clone(),
+            None => choose_model(&cache, &config.run.model)?,
+        };
+        if !wanted.contains(&model) {
+            wanted.push(model);
+        }
+    }
+    let registry = Registry::new(config.clone(), wanted.len(), cameras.len()).with_input(config.run.input);
+    let mut loaded = Vec::new();
+    for model in &wanted {
+        notifier.status(&format!("loading model {model}"));
+        let handle = registry.load(model, None).map_err(|e| match e {
+            LoadError::Failed(e) => e,
+            LoadError::Unknown(m) => Failure::new(Exit::Config, m).into(),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+        loaded.push((model.clone(), handle));
+    }
 
-    // 3. Sinks and source: failures here are startup errors (configuration or hardware).
+    // 3. Sinks and sources: failures here are startup errors (configuration or hardware).
     let mut sinks =
         crate::sinks::open(config).map_err(|e| Failure::new(Exit::Config, format!("{e:#}")))?;
-    let source = crate::capture::open(config)?;
-    log::info!("source {}", source.name());
-    let generation = cache.current()?.map_or(0, |g| g.generation);
-    let live = crate::http::live::start(config, &model, source.name(), generation, stop.clone())?;
+    let mut feeds = Vec::new();
+    for camera in cameras {
+        let source = match &camera.source {
+            Some(text) => crate::capture::open_text(text.expose(), config)?,
+            None => crate::capture::open(config)?,
+        };
+        let model_id = camera.model.clone().map_or_else(|| choose_model(&cache, &config.run.model), Ok)?;
+        let model = loaded.iter().find(|(id, _)| *id == model_id).map(|(_, m)| m.clone()).expect("loaded above");
+        log::info!("camera {}: {} -> model {}", camera.name, source.name(), model.id);
+        feeds.push(Feed {
+            camera: camera.name,
+            source,
+            model,
+            thresholds: camera.thresholds,
+            max_fps: camera.max_fps,
+        });
+    }
+    let shown_sources: Vec<&str> = feeds.iter().map(|f| f.source.name()).collect();
+    let live = crate::http::live::start(config, &wanted.join(", "), &shown_sources.join(", "), generation, stop.clone())?;
     if let Some(live) = &live {
         sinks.push(Box::new(crate::http::live::LiveSink(live.clone())));
     }
 
     // 4. Frames until stopped. Until here a signal ends the process at once (the cache is written
-    // crash-safe, nothing else is open); from here it lets the current frame finish and the
+    // crash-safe, nothing else is open); from here it lets the current frames finish and the
     // sinks flush. A stop that outlasts the timeout (a frame stuck in a slow model)
     // ends the process anyway, after any JSON line being written is complete.
     install_signal_handlers(&stop)?;
@@ -99,7 +121,6 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         config.run.stop_timeout + Duration::from_secs(1),
     );
     let pipeline_opts = Options {
-        max_fps: config.run.max_fps,
         frames: config.run.frames,
         stats_interval: config.run.stats_interval,
         reopen: config.camera.reopen,
@@ -107,14 +128,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         fail_after: config.run.fail_after,
         publish: live.as_ref().map(|l| l.stats.clone()),
     };
-    let outcome = pipeline::run(
-        source,
-        &mut detector,
-        &mut sinks,
-        &pipeline_opts,
-        &stop,
-        &mut notifier,
-    )?;
+    let outcome = pipeline::run(feeds, sinks, &pipeline_opts, &stop, &mut notifier)?;
     if new_generation.load(Ordering::SeqCst) {
         restart_on_new_generation();
     }
@@ -131,6 +145,56 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// One camera of this run, its settings resolved against `run.*`.
+struct CameraPlan {
+    name: String,
+    /// `None` = `run.source`.
+    source: Option<Secret>,
+    /// `None` = `run.model`, or the cache's only model.
+    model: Option<String>,
+    thresholds: Thresholds,
+    max_fps: f64,
+}
+
+/// `[[cameras]]`, or the one camera of `run.source` (which wins when both are set: a
+/// `--source` on the command line is for trying something).
+fn cameras(config: &Config) -> anyhow::Result<Vec<CameraPlan>> {
+    let thresholds = |confidence: Option<f32>, iou: Option<f32>| Thresholds {
+        confidence: confidence.unwrap_or(config.run.confidence),
+        iou: iou.unwrap_or(config.run.iou),
+        max_detections: config.run.max_detections,
+        ..Thresholds::default()
+    };
+    let single = CameraPlan {
+        name: "default".into(),
+        source: None,
+        model: None,
+        thresholds: thresholds(None, None),
+        max_fps: config.run.max_fps,
+    };
+    if config.cameras.is_empty() {
+        return Ok(vec![single]);
+    }
+    if !config.run.source.trim().is_empty() {
+        log::warn!(
+            "run.source is set: running it alone; the {} [[cameras]] of the config file are left out",
+            config.cameras.len()
+        );
+        return Ok(vec![single]);
+    }
+    Ok(config
+        .cameras
+        .iter()
+        .map(|c| CameraPlan {
+            name: c.name.clone(),
+            source: Some(c.source.clone()),
+            model: c.model.clone().or_else(|| (!config.run.model.is_empty()).then(|| config.run.model.clone())),
+            thresholds: thresholds(c.confidence, c.iou),
+            max_fps: c.max_fps.unwrap_or(config.run.max_fps),
+        })
+        .collect())
 }
 
 /// Replaces this process with a fresh `outpost` with the same arguments (same PID, so systemd

@@ -4,6 +4,7 @@
 //! and validates into a typed [`Config`]. The merged [`Settings`] keep each value's source so
 //! `outpost config` can show where it came from.
 
+mod cameras;
 mod error;
 pub mod keys;
 pub mod layer;
@@ -11,6 +12,7 @@ mod typed;
 
 use std::path::{Path, PathBuf};
 
+pub use cameras::CameraEntry;
 pub use error::ConfigError;
 pub use layer::{Layer, Settings, Source, Value};
 pub use typed::{
@@ -93,9 +95,9 @@ pub struct Loaded {
 pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let catalog = Catalog::load(Some(&opts.boards_dir()))?;
     let file = opts.config_file();
-    let file_layer = match &file {
+    let (file_layer, cameras) = match &file {
         Some((path, _)) => read_config_file(path)?,
-        None => Layer::default(),
+        None => (Layer::default(), Vec::new()),
     };
     let (env_layer, unknown_env) = Layer::from_env(&opts.env)?;
     for var in unknown_env {
@@ -133,18 +135,21 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
     // Whether cache.dir is on volatile storage is decided by statfs where it matters
     // (provisioning, doctor), not by its path here.
-    let config = Config::from_settings(&settings)?;
+    let mut config = Config::from_settings(&settings)?;
+    config.cameras = cameras;
     Ok(Loaded { config, settings, catalog, config_file: file.map(|(p, _)| p), board_source })
 }
 
-fn read_config_file(path: &Path) -> Result<Layer, ConfigError> {
+/// The file's layer of keys, and its `[[cameras]]`.
+fn read_config_file(path: &Path) -> Result<(Layer, Vec<CameraEntry>), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let origin = path.display().to_string();
-    let table: toml::Table = text
+    let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
-    Layer::from_toml(Source::File(path.to_path_buf()), &origin, &table, false)
+    let cameras = cameras::take(&mut table, &origin)?;
+    Ok((Layer::from_toml(Source::File(path.to_path_buf()), &origin, &table, false)?, cameras))
 }
 
 fn flag_layer(flags: &[FlagSetting]) -> Result<Layer, ConfigError> {

@@ -248,6 +248,8 @@ pub struct Config {
     pub download: Download,
     pub serve: Serve,
     pub http: Http,
+    /// `[[cameras]]` of the config file (empty: the one camera of `run.source`).
+    pub cameras: Vec<super::CameraEntry>,
 }
 
 impl Config {
@@ -405,6 +407,7 @@ impl Config {
                 listen: listen_address(s, "http.listen")?,
                 stream_fps: float_in(s, "http.stream_fps", 0.1, 60.0)?,
             },
+            cameras: Vec::new(),
         })
     }
 }

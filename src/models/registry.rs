@@ -1,4 +1,4 @@
-//! Models held in memory for `serve` (and, later, several cameras in one `run`): loaded from the
+//! Models held in memory for `serve` and for `run`'s cameras: loaded from the
 //! cache's current generation on first use, addressed by any spelling of their id, at most
 //! `max_loaded` at once (the least recently used is unloaded), one inference at a time per model
 //! with a bounded queue in front of it. Different models run in parallel.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::ModelArgs;
 use crate::config::Config;
-use crate::detector::{Detector, Response};
+use crate::detector::{Detector, Response, StageTimes};
 use crate::provision::cache::Cache;
 use crate::provision::roboflow::ResolveError;
 use crate::vision::detection::Thresholds;
@@ -64,17 +64,32 @@ impl LoadedModel {
     /// Runs one image with `thresholds`, waiting behind at most `queue` others; hands the
     /// image back with the answer.
     pub fn infer(&self, img: RgbImage, thresholds: Thresholds) -> Result<(Response, RgbImage), InferError> {
+        let (result, img) = self.infer_timed(img, thresholds);
+        result.map(|(response, _)| (response, img))
+    }
+
+    /// [`LoadedModel::infer`] with where the time went; the image always comes back (a camera's
+    /// frame buffer is reused whatever the outcome), unless the worker died.
+    pub fn infer_timed(
+        &self,
+        img: RgbImage,
+        thresholds: Thresholds,
+    ) -> (Result<(Response, StageTimes), InferError>, RgbImage) {
         let ahead = self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _leave = Leave(&self.in_flight);
         // `ahead` counts the running request too: the queue is what waits behind it.
         if ahead > self.queue {
-            return Err(InferError::QueueFull);
+            return (Err(InferError::QueueFull), img);
         }
         let stopped = || InferError::Failed(anyhow::anyhow!("model `{}`: its worker thread stopped", self.id));
         let (reply, answer) = mpsc::channel();
-        self.jobs.send(Job { img, thresholds, reply }).map_err(|_| stopped())?;
-        let (result, img) = answer.recv().map_err(|_| stopped())?;
-        result.map(|r| (r, img)).map_err(InferError::Failed)
+        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { img, thresholds, reply }) {
+            return (Err(stopped()), job.img);
+        }
+        match answer.recv() {
+            Ok((result, img)) => (result.map_err(InferError::Failed), img),
+            Err(_) => (Err(stopped()), RgbImage::new(0, 0, Vec::new())),
+        }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -85,7 +100,7 @@ impl LoadedModel {
 struct Job {
     img: RgbImage,
     thresholds: Thresholds,
-    reply: mpsc::Sender<(anyhow::Result<Response>, RgbImage)>,
+    reply: mpsc::Sender<(anyhow::Result<(Response, StageTimes)>, RgbImage)>,
 }
 
 /// What the worker reports once its first run is done.
@@ -116,7 +131,7 @@ fn spawn_worker(id: &str, mut detector: Detector) -> anyhow::Result<(mpsc::Sende
         }
         for job in inbox {
             detector.thresholds = job.thresholds;
-            let result = detector.infer(&job.img);
+            let result = detector.infer(&job.img).map(|r| (r, detector.last));
             let _ = job.reply.send((result, job.img));
         }
     })?;
@@ -171,6 +186,8 @@ pub type Provisioner = Box<dyn Fn(&str, Option<&str>) -> anyhow::Result<()> + Se
 
 pub struct Registry {
     config: Config,
+    /// Input size for every model (`run.input`); `None` = each model's own.
+    input: Option<[u32; 2]>,
     provisioner: Option<Provisioner>,
     cache: Cache,
     max_loaded: usize,
@@ -206,7 +223,21 @@ struct Entry {
 impl Registry {
     pub fn new(config: Config, max_loaded: usize, queue: usize) -> Registry {
         let cache = Cache::new(&config.cache_dir);
-        Registry { config, provisioner: None, cache, max_loaded: max_loaded.max(1), queue, state: Mutex::new(State::default()) }
+        Registry {
+            config,
+            input: None,
+            provisioner: None,
+            cache,
+            max_loaded: max_loaded.max(1),
+            queue,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Runs every model at this input size (`run.input`).
+    pub fn with_input(mut self, input: Option<[u32; 2]>) -> Registry {
+        self.input = input;
+        self
     }
 
     /// Models not in the cache are provisioned by `provisioner` instead of being a 404.
@@ -324,7 +355,7 @@ impl Registry {
 
     fn load_from_cache(&self, id: &str) -> anyhow::Result<LoadedModel> {
         let started = Instant::now();
-        let args = ModelArgs { model: Some(id.to_string()), ..ModelArgs::default() };
+        let args = ModelArgs { model: Some(id.to_string()), input: self.input, ..ModelArgs::default() };
         let detector = super::load_detector(&self.config, &args)?;
         let (jobs, warmed) = spawn_worker(id, detector)?;
         Ok(LoadedModel {

@@ -1,28 +1,44 @@
-//! The frame loop of `outpost run`: a capture thread fills the latest-frame slot; this thread
-//! takes the newest frame, runs the model, hands the result to every sink, and keeps count.
-//! Only startup errors are fatal: a bad frame, a failed sink or a lost camera is logged,
-//! counted and skipped (cameras are reopened with a growing delay).
+//! The frame loop of `outpost run`, for one camera or several: a capture thread per camera fills
+//! that camera's latest-frame slot ([`feed`]); one inference worker per model serves its cameras
+//! in turn and hands results to every sink ([`worker`]); this thread supervises — readiness and
+//! the watchdog, health, counters and stage timings per camera — until the sources end,
+//! `frames` are done, or a stop is requested. Only startup errors are fatal: a bad frame, a
+//! failed sink or a lost camera is logged, counted and skipped (cameras are reopened with a
+//! growing delay), and one camera's trouble never stalls another's.
 
+mod feed;
 pub mod health;
 pub mod slot;
 pub mod stats;
+mod worker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::capture::{Frame, FrameError, Next, Source};
-use crate::detector::Detector;
+use crate::capture::Source;
+use crate::models::registry::LoadedModel;
 use crate::notify::Notifier;
-use crate::sinks::{self, Output, Sink};
-use health::{warnings_once, Health, InSource, Warning, Warnings};
-use slot::{Slot, Taken};
+use crate::sinks::Sink;
+use crate::vision::detection::Thresholds;
+use health::{warnings_once, Health, InSource};
+use slot::Slot;
 use stats::{Stage, Stats};
+use worker::{Lane, Shared};
 
-pub struct Options {
+/// One camera to run: its source and the model that looks at it.
+pub struct Feed {
+    /// Shown in the JSON lines (`camera`) and the stats.
+    pub camera: String,
+    pub source: Box<dyn Source>,
+    pub model: Arc<LoadedModel>,
+    pub thresholds: Thresholds,
     /// 0 = unlimited.
     pub max_fps: f64,
-    /// Stop after this many processed frames (0 = never).
+}
+
+pub struct Options {
+    /// Stop after this many processed frames, over all cameras (0 = never).
     pub frames: u64,
     /// Zero = only at exit.
     pub stats_interval: Duration,
@@ -33,7 +49,7 @@ pub struct Options {
     /// Every frame failing (inference or decoding) for this long ends the run with an error, so
     /// a unit that outputs nothing is not reported healthy; zero = never.
     pub fail_after: Duration,
-    /// Where the counters are published after every frame (the live view's /metrics).
+    /// Where the counters are published (the live view's /metrics).
     pub publish: Option<Arc<Mutex<Stats>>>,
 }
 
@@ -41,49 +57,91 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Outcome {
     pub stats: Stats,
-    /// A stop was requested (SIGTERM/SIGINT), as opposed to the source or `frames` ending it.
+    /// A stop was requested (SIGTERM/SIGINT), as opposed to the sources or `frames` ending it.
     pub stop_requested: bool,
 }
 
-/// Runs until the source ends, `frames` are done, or `stop` is set; returns the final counts.
+/// How often the supervisor looks at the workers and counters.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Runs until every source ends, `frames` are done, or `stop` is set; returns the final counts.
 pub fn run(
-    source: Box<dyn Source>,
-    detector: &mut Detector,
-    sinks: &mut [Box<dyn Sink>],
+    feeds: Vec<Feed>,
+    sinks: Vec<Box<dyn Sink>>,
     opts: &Options,
     stop: &Arc<AtomicBool>,
     notifier: &mut Notifier,
 ) -> anyhow::Result<Outcome> {
-    let source_name: Arc<str> = source.name().into();
-    let slot = Arc::new(Slot::default());
-    let shared = Arc::new(Mutex::new(Stats::default()));
-    let in_source = Arc::new(InSource::default());
-    let capture = {
-        let (slot, shared, stop, reopen, in_source) =
-            (slot.clone(), shared.clone(), stop.clone(), opts.reopen, in_source.clone());
-        std::thread::Builder::new()
-            .name("capture".into())
-            .spawn(move || capture_loop(source, &slot, &shared, &stop, reopen, &in_source))?
-    };
+    let shared = Arc::new(Shared {
+        sinks: Mutex::new(sinks),
+        taken: AtomicU64::new(0),
+        limit: opts.frames,
+        done: AtomicBool::new(false),
+        first: Mutex::new(None),
+    });
+    let names: Vec<String> = feeds.iter().map(|f| f.source.name().to_string()).collect();
+    let mut lanes = Vec::new();
+    let mut captures = Vec::new();
+    for feed in feeds {
+        let lane = Arc::new(Lane {
+            camera: feed.camera.into(),
+            source: feed.source.name().into(),
+            slot: Arc::new(Slot::default()),
+            captured: Arc::new(Mutex::new(Stats::default())),
+            processed: Mutex::new(Stats::default()),
+            model: feed.model,
+            thresholds: feed.thresholds,
+            max_fps: feed.max_fps,
+        });
+        let in_source = Arc::new(InSource::default());
+        let (slot, counts, stop, reopen, inside) =
+            (lane.slot.clone(), lane.captured.clone(), stop.clone(), opts.reopen, in_source.clone());
+        let source = feed.source;
+        captures.push((
+            std::thread::Builder::new()
+                .name(format!("capture {}", lane.camera))
+                .spawn(move || feed::capture_loop(source, &slot, &counts, &stop, reopen, &inside))?,
+            in_source,
+        ));
+        lanes.push(lane);
+    }
+    // One worker per model, serving the cameras that use it.
+    let mut workers = Vec::new();
+    let mut models: Vec<&Arc<LoadedModel>> = Vec::new();
+    for lane in &lanes {
+        if !models.iter().any(|m| Arc::ptr_eq(m, &lane.model)) {
+            models.push(&lane.model);
+        }
+    }
+    for model in models {
+        let group: Vec<Arc<Lane>> = lanes.iter().filter(|l| Arc::ptr_eq(&l.model, model)).cloned().collect();
+        let (shared, stop) = (shared.clone(), stop.clone());
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("infer {}", model.id))
+                .spawn(move || worker::work(&group, &shared, &stop))?,
+        );
+    }
 
+    let shown = if names.len() == 1 { names[0].clone() } else { format!("{} cameras", names.len()) };
     let started = Instant::now();
-    let mut processed = Stats::default();
     let mut last_report = (Instant::now(), Stats::default());
     let mut last_status = Instant::now();
-    let mut next_due: Option<Instant> = None;
     let mut ready = false;
-    let wait = notifier
-        .watchdog_period()
-        .unwrap_or(Duration::from_secs(1))
-        .min(Duration::from_secs(1));
-    notifier.status(&format!("waiting for the first frame from {source_name}"));
+    notifier.status(&format!("waiting for the first frame from {shown}"));
     let mut health = Health::new(opts.fail_after);
-    let mut warnings = Warnings::default();
     let mut stuck_reported = false;
     let mut failure = None;
 
-    while !stop.load(Ordering::Relaxed) && (opts.frames == 0 || processed.processed < opts.frames) {
-        if let Some(why) = health.check(&snapshot(&shared, &processed, &slot, sinks)) {
+    while !stop.load(Ordering::Relaxed) && !shared.done.load(Ordering::Relaxed) {
+        if workers.iter().all(|w| w.is_finished()) {
+            break;
+        }
+        let now = total(&lanes, &shared);
+        if let Some(publish) = &opts.publish {
+            *publish.lock().unwrap_or_else(|e| e.into_inner()) = now.clone();
+        }
+        if let Some(why) = health.check(&now) {
             log::error!("{why}");
             notifier.status(&why);
             failure = Some(why);
@@ -91,157 +149,110 @@ pub fn run(
         }
         // The watchdog is fed only while capture makes progress too: a thread stuck in a driver
         // call (not the bounded frame wait) must let systemd restart the unit.
-        let stuck = notifier.watchdog_period().and_then(|period| in_source.stuck_for(period * 2));
+        let stuck = notifier
+            .watchdog_period()
+            .and_then(|period| captures.iter().find_map(|(_, inside)| inside.stuck_for(period * 2)));
         match stuck {
             None => notifier.watchdog(),
             Some(for_how_long) => warnings_once(&mut stuck_reported, || {
                 log::error!(
-                    "capture from {source_name} has been stuck in one call for {}s; no longer feeding the watchdog",
+                    "a capture thread has been stuck in one call for {}s; no longer feeding the watchdog",
                     for_how_long.as_secs()
                 )
             }),
         }
-        // max_fps: idle until the next frame is due; the camera keeps the slot fresh meanwhile.
-        if let Some(due) = next_due {
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep((due - now).min(wait));
-                continue;
+        if !ready {
+            if let Some((camera, width, height)) = shared.first.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                notifier.ready(&format!("running: {shown}"));
+                log::info!("first frame: {width}x{height} from camera {camera}");
+                ready = true;
             }
         }
-        let frame = match slot.take(wait) {
-            Taken::Frame(frame) => frame,
-            Taken::Empty => continue,
-            Taken::Closed => break,
-        };
-        if !ready {
-            notifier.ready(&format!("running: {source_name}"));
-            log::info!(
-                "first frame: {}x{} from {source_name}",
-                frame.image.width,
-                frame.image.height
-            );
-            ready = true;
-        }
-        if opts.max_fps > 0.0 {
-            let period = Duration::from_secs_f64(1.0 / opts.max_fps);
-            next_due = Some(Instant::now() + period);
-        }
-        process(&frame, detector, sinks, &source_name, &mut processed, &mut warnings);
-        slot.recycle(frame);
-        if let Some(publish) = &opts.publish {
-            let now = snapshot(&shared, &processed, &slot, sinks);
-            *publish.lock().unwrap_or_else(|e| e.into_inner()) = now;
-        }
-
         if !opts.stats_interval.is_zero() && last_report.0.elapsed() >= opts.stats_interval {
-            let now = snapshot(&shared, &processed, &slot, sinks);
-            log::info!(
-                "stats (last {:.0}s): {}",
-                last_report.0.elapsed().as_secs_f64(),
-                now.since(&last_report.1).line(last_report.0.elapsed())
-            );
-            last_report = (Instant::now(), now);
+            let elapsed = last_report.0.elapsed();
+            log::info!("stats (last {:.0}s): {}", elapsed.as_secs_f64(), now.since(&last_report.1).line(elapsed));
+            last_report = (Instant::now(), now.clone());
         }
         if last_status.elapsed() >= Duration::from_secs(5) {
-            let now = snapshot(&shared, &processed, &slot, sinks);
             let fps = now.processed as f64 / started.elapsed().as_secs_f64().max(1e-9);
             notifier.status(&format!(
-                "running: {source_name}, {fps:.1} fps, {} frames, {} dropped",
+                "running: {shown}, {fps:.1} fps, {} frames, {} dropped",
                 now.processed, now.dropped
             ));
             last_status = Instant::now();
         }
+        std::thread::sleep(TICK);
     }
 
-    // Wind down: stop the capture thread (it waits at most one dequeue), then flush the sinks.
+    // Wind down: stop capture (each thread waits at most one read) and the workers (each
+    // finishes the frame in hand), then flush the sinks.
     let stop_requested = stop.load(Ordering::Relaxed);
     notifier.stopping("stopping: flushing sinks");
     stop.store(true, Ordering::Relaxed);
-    slot.close();
-    if capture.join().is_err() {
-        log::error!("the capture thread panicked");
+    for lane in &lanes {
+        lane.slot.close();
     }
-    // A frame still in the slot was captured and will not be processed: it counts as dropped.
-    slot.discard();
+    for (capture, _) in captures {
+        if capture.join().is_err() {
+            log::error!("a capture thread panicked");
+        }
+    }
+    for worker in workers {
+        if worker.join().is_err() {
+            log::error!("an inference worker panicked");
+        }
+    }
+    // A frame still in a slot was captured and will not be processed: it counts as dropped.
+    for lane in &lanes {
+        lane.slot.discard();
+    }
     let deadline = Instant::now() + opts.stop_timeout;
-    for sink in sinks.iter_mut() {
+    let mut flush_errors = 0;
+    for sink in shared.sinks.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
         if let Err(e) = sink.flush(deadline) {
-            processed.sink_errors += 1;
+            flush_errors += 1;
             log::warn!("sink {}: flush failed: {e:#}", sink.name());
         }
     }
-    let total = snapshot(&shared, &processed, &slot, sinks);
-    log::info!(
-        "summary ({:.1}s): {}",
-        started.elapsed().as_secs_f64(),
-        total.line(started.elapsed())
-    );
+    let mut total = total(&lanes, &shared);
+    total.sink_errors += flush_errors;
+    let elapsed = started.elapsed();
+    if lanes.len() > 1 {
+        for lane in &lanes {
+            log::info!("summary camera={} ({:.1}s): {}", lane.camera, elapsed.as_secs_f64(), of_lane(lane).line(elapsed));
+        }
+    }
+    log::info!("summary ({:.1}s): {}", elapsed.as_secs_f64(), total.line(elapsed));
+    if let Some(publish) = &opts.publish {
+        *publish.lock().unwrap_or_else(|e| e.into_inner()) = total.clone();
+    }
     if let Some(why) = failure {
         return Err(crate::exit::Failure::new(crate::exit::Exit::Runtime, why).into());
     }
     Ok(Outcome { stats: total, stop_requested })
 }
 
-/// One frame through the model and the sinks; failures are counted, never fatal.
-fn process(
-    frame: &Frame,
-    detector: &mut Detector,
-    sinks: &mut [Box<dyn Sink>],
-    source: &str,
-    stats: &mut Stats,
-    warnings: &mut Warnings,
-) {
-    let response = match detector.infer(&frame.image) {
-        Ok(r) => r,
-        Err(e) => {
-            stats.frame_errors += 1;
-            if let Some(more) = warnings.due(Warning::Inference) {
-                log::warn!("frame {}: inference failed: {e:#}{more}", frame.seq);
-            }
-            return;
-        }
-    };
-    stats.stage(Stage::Preprocess, detector.last.preprocess);
-    stats.stage(Stage::Infer, detector.last.infer);
-    stats.stage(Stage::Postprocess, detector.last.postprocess);
-    let sinking = Instant::now();
-    let json = sinks::json_line(&response, frame.seq, frame.captured_at, source);
-    let out = Output {
-        frame_id: frame.seq,
-        response: &response,
-        json: &json,
-        image: &frame.image,
-    };
-    for sink in sinks.iter_mut() {
-        if let Err(e) = sink.write(&out) {
-            stats.sink_errors += 1;
-            if let Some(more) = warnings.due(Warning::Sink) {
-                log::warn!("sink {}: frame {}: {e:#}{more}", sink.name(), frame.seq);
-            }
-        }
-    }
-    stats.stage(Stage::Sinks, sinking.elapsed());
-    stats.processed += 1;
-}
-
-/// The pipeline's counts merged with the capture thread's, the slot's and the sinks'.
-fn snapshot(
-    shared: &Mutex<Stats>,
-    pipeline: &Stats,
-    slot: &Slot,
-    sinks: &[Box<dyn Sink>],
-) -> Stats {
-    let capture = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut s = pipeline.clone();
+/// One camera's counts: its capture thread's, its slot's and its worker's.
+fn of_lane(lane: &Lane) -> Stats {
+    let capture = lane.captured.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut s = lane.processed.lock().unwrap_or_else(|e| e.into_inner()).clone();
     s.captured = capture.captured;
     s.capture_errors = capture.capture_errors;
     s.frame_errors += capture.frame_errors;
     for stage in [Stage::Capture, Stage::Convert] {
         s.stages[stage as usize] = capture.stages[stage as usize];
     }
-    s.dropped = slot.dropped();
-    for sink in sinks {
+    s.dropped = lane.slot.dropped();
+    s
+}
+
+/// Every camera's counts added up, with the sinks' own counters.
+fn total(lanes: &[Arc<Lane>], shared: &Shared) -> Stats {
+    let mut s = Stats::default();
+    for lane in lanes {
+        s.merge(&of_lane(lane));
+    }
+    for sink in shared.sinks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let (dropped, failed) = sink.counters();
         s.webhook_dropped += dropped;
         s.sink_errors += failed;
@@ -249,86 +260,12 @@ fn snapshot(
     s
 }
 
-fn capture_loop(
-    mut source: Box<dyn Source>,
-    slot: &Slot,
-    shared: &Mutex<Stats>,
-    stop: &AtomicBool,
-    reopen: Duration,
-    in_source: &InSource,
-) {
-    let live = source.is_live();
-    let mut delay = reopen;
-    let mut last_error_logged: Option<Instant> = None;
-    // Frames failing back to back (a looping folder of broken images) must not spin a core.
-    let mut failing_in_a_row = 0u32;
-    while !stop.load(Ordering::Relaxed) && !slot.is_closed() {
-        let mut frame = slot.spare();
-        in_source.enter();
-        let next = source.next(&mut frame);
-        in_source.leave();
-        match next {
-            Ok(Next::Frame) => {
-                delay = reopen;
-                failing_in_a_row = 0;
-                {
-                    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                    s.captured += 1;
-                    s.stage(Stage::Capture, frame.capture);
-                    s.stage(Stage::Convert, frame.convert);
-                }
-                if live {
-                    slot.put_latest(frame)
-                } else {
-                    slot.put_waiting(frame)
-                }
-            }
-            Ok(Next::Idle) => slot.recycle(frame),
-            Ok(Next::End) => break,
-            Err(e) if e.downcast_ref::<FrameError>().is_some() => {
-                slot.recycle(frame);
-                shared
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .frame_errors += 1;
-                if last_error_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                    log::warn!("skipping a frame: {e:#}");
-                    last_error_logged = Some(Instant::now());
-                }
-                failing_in_a_row = failing_in_a_row.saturating_add(1);
-                if failing_in_a_row > 3 {
-                    let pause = Duration::from_millis(10 << (failing_in_a_row - 3).min(9)).min(Duration::from_secs(5));
-                    crate::pause::sleep_unless(stop, pause);
-                }
-            }
-            Err(e) => {
-                slot.recycle(frame);
-                shared
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .capture_errors += 1;
-                if !live {
-                    log::warn!("{}: {e:#}", source.name());
-                    continue;
-                }
-                log::warn!(
-                    "{}: {e:#}; reopening in {}s",
-                    source.name(),
-                    delay.as_secs()
-                );
-                source.reset();
-                crate::pause::sleep_unless(stop, delay);
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-        }
-    }
-    slot.close();
-}
-
-
 #[cfg(test)]
 mod tests {
+    use super::feed::capture_loop;
+    use super::slot::Taken;
     use super::*;
+    use crate::capture::{Frame, Next};
     use crate::vision::image::RgbImage;
 
     /// A camera that delivers frames, then vanishes for `outage` reads (as an unplugged USB

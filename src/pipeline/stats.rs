@@ -31,6 +31,13 @@ impl Timing {
         self.max = self.max.max(d);
     }
 
+    /// Both timings as one.
+    pub fn merge(&mut self, other: &Timing) {
+        self.count += other.count;
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
     pub fn mean(&self) -> Duration {
         if self.count == 0 {
             Duration::ZERO
@@ -88,6 +95,20 @@ impl Stats {
             );
         }
         out
+    }
+
+    /// Adds another camera's counts and timings (for the total over cameras).
+    pub fn merge(&mut self, other: &Stats) {
+        self.captured += other.captured;
+        self.dropped += other.dropped;
+        self.processed += other.processed;
+        self.capture_errors += other.capture_errors;
+        self.frame_errors += other.frame_errors;
+        self.sink_errors += other.sink_errors;
+        self.webhook_dropped += other.webhook_dropped;
+        for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
+            mine.merge(theirs);
+        }
     }
 
     /// The counts since `earlier` (for the periodic line).

@@ -45,6 +45,8 @@ struct Line<'a> {
     frame_id: u64,
     /// Capture time, RFC 3339 UTC.
     timestamp: String,
+    /// The camera's name (`[[cameras]]`; `default` for `run.source`).
+    camera: &'a str,
     source: &'a str,
 }
 
@@ -53,11 +55,13 @@ pub fn json_line(
     frame_id: u64,
     captured_at: SystemTime,
     source: &str,
+    camera: &str,
 ) -> String {
     let line = Line {
         response,
         frame_id,
         timestamp: rfc3339(captured_at),
+        camera,
         source,
     };
     serde_json::to_string(&line)
