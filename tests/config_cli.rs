@@ -198,7 +198,8 @@ fn config_and_doctor_refuse_what_run_would_refuse() {
         "sinks.webhook.timeout_secs=0",
         "sinks.annotate.quality=0",
         "sinks.annotate.quality=101",
-        "run.source=rtsp://camera/stream",
+        "run.source=rtmp://camera/stream",
+        "run.source=rtsp:///no-host",
         "run.source=dir:",
     ] {
         let key = setting.split('=').next().unwrap();

@@ -376,7 +376,7 @@ fn notify_protocol_over_a_real_unix_socket() {
 #[test]
 fn bad_sources_and_sinks_are_clear_startup_errors() {
     let s = faces_sandbox();
-    let out = run(&mut outpost_run(&s, "rtsp://camera/stream", &[]));
+    let out = run(&mut outpost_run(&s, "rtmp://camera/stream", &[]));
     assert_eq!(out.code, 3, "a configuration error: {}", out.stderr);
     assert!(
         out.stderr.contains("run.source") && out.stderr.contains("unknown source scheme"),
@@ -442,7 +442,7 @@ fn systemd_unit_is_type_notify_and_its_restart_rules_match_the_exit_codes() {
 #[test]
 fn malformed_sources_are_configuration_errors_and_a_missing_jsonl_folder_is_created() {
     let s = faces_sandbox();
-    for source in ["rtsp://cam/x", "/dev/video0", "v4l2:video0", "dir:", "ftp://x"] {
+    for source in ["rtsps://cam/x", "rtsp:///x", "/dev/video0", "v4l2:video0", "dir:", "ftp://x"] {
         let out = run(&mut outpost_run(&s, source, &[]));
         assert_eq!(out.code, 3, "{source}: {}", out.stderr);
         assert!(out.stderr.contains("run.source"), "{source}: {}", out.stderr);

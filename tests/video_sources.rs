@@ -344,3 +344,62 @@ fn a_faulty_rtsp_server_gives_counted_errors_never_a_crash() {
         assert!(count("capture_errors") + count("frame_errors") > 0, "{fault:?}: errors are counted: {summary}");
     }
 }
+
+#[test]
+fn three_cameras_in_one_process_one_failing_the_others_unaffected() {
+    let s = faces_sandbox();
+    let image = scaled_image(s.path(), "astronaut.png", "320x240");
+    let mut gate = RtspServer::start(&image, free_port(), &["--size", "320x240", "--fps", "10", "--keyint", "10"]);
+    let yard = RtspServer::start(&image, 0, &["--size", "320x240", "--fps", "10", "--keyint", "10"]);
+    let dir = s.path().join("frames");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(fixtures().join("images/coffee.png"), dir.join("a.png")).unwrap();
+    s.write(
+        "outpost.toml",
+        &format!(
+            "[run]\nloop = true\n\n[[cameras]]\nname = \"gate\"\nsource = \"{}\"\nmax_fps = 4\n\n\
+             [[cameras]]\nname = \"yard\"\nsource = \"{}\"\nmax_fps = 4\n\n\
+             [[cameras]]\nname = \"folder\"\nsource = \"dir:{}\"\nmax_fps = 4\nconfidence = 0.9\n",
+            gate.url(""),
+            yard.url(""),
+            dir.display()
+        ),
+    );
+    let mut cmd = s.outpost();
+    cmd.args(["--board", "x86_64-dev", "--cache-dir"]).arg(s.path().join("cache"));
+    cmd.args(["--set", "run.model=faces", "--set", "camera.reopen_secs=1", "--set", "run.stats_interval_secs=0"]);
+    cmd.args(["run", "--allow-volatile-cache", "--manifest"]).arg(s.path().join("models.toml"));
+    let outpost = Running::spawn(&mut cmd);
+    let wait = Duration::from_secs(30);
+    let seen = |outpost: &Running, n: usize| {
+        let mut per_camera = std::collections::HashMap::<String, usize>::new();
+        for _ in 0..n {
+            let line = outpost.line(wait);
+            *per_camera.entry(line["camera"].as_str().unwrap().to_string()).or_default() += 1;
+            if line["camera"] == "gate" || line["camera"] == "yard" {
+                assert!(line["source"].as_str().unwrap().starts_with("rtsp://127.0.0.1:"), "{line}");
+                assert_eq!(faces(&line).len(), 1, "{line}");
+            } else {
+                assert_eq!(line["source"], format!("dir:{}", dir.display()));
+            }
+        }
+        per_camera
+    };
+    let before = seen(&outpost, 24);
+    for camera in ["gate", "yard", "folder"] {
+        assert!(before.get(camera).copied().unwrap_or(0) >= 4, "{camera} starved: {before:?}");
+    }
+    // One camera's server dies: the other two go on at their pace.
+    gate.kill();
+    outpost.wait_for_log("reopening", Duration::from_secs(15));
+    let after = seen(&outpost, 20);
+    assert!(after.get("yard").copied().unwrap_or(0) >= 6, "{after:?}");
+    assert!(after.get("folder").copied().unwrap_or(0) >= 6, "{after:?}");
+    let _ = Command::new("kill").args(["-TERM", &outpost.child.id().to_string()]).status();
+    let (code, stderr) = outpost.wait();
+    assert_eq!(code, 0, "{stderr}");
+    for camera in ["gate", "yard", "folder"] {
+        assert!(stderr.contains(&format!("summary camera={camera}")), "{stderr}");
+    }
+    assert_eq!(stderr.matches("model `faces`").count(), 1, "the model is loaded once for three cameras:\n{stderr}");
+}

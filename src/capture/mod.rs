@@ -105,7 +105,15 @@ impl SourceSpec {
         if text.is_empty() {
             return Ok(SourceSpec::V4l2(PathBuf::from(camera_device)));
         }
-        if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
+        if text.starts_with("rtsps://") {
+            return Err("rtsps:// (RTSP over TLS) is not supported by outpost's RTSP client; use rtsp://".into());
+        }
+        if let Some(rest) = text.strip_prefix("rtsp://") {
+            let authority = rest.split('/').next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or("");
+            if host.is_empty() || host.starts_with(':') {
+                return Err("an RTSP source names its camera: rtsp://[USER:PASS@]HOST[:PORT]/PATH".into());
+            }
             return Ok(SourceSpec::Rtsp(Secret::new(text)));
         }
         let (scheme, rest) = text.split_once(':').ok_or_else(|| {
@@ -261,6 +269,9 @@ mod tests {
         );
         assert!(!format!("{:?}", p("rtsp://u:pw@cam/live").unwrap()).contains("pw"));
         assert!(p("http://cam").unwrap_err().contains("unknown source scheme"));
+        assert!(p("rtsps://cam/x").unwrap_err().contains("rtsps://"));
+        assert!(p("rtsp:///x").unwrap_err().contains("HOST"));
+        assert!(p("rtsp://u:pw@/x").unwrap_err().contains("HOST"));
         assert!(p("/dev/video0").unwrap_err().contains("no scheme"));
         assert!(p("v4l2:video0").unwrap_err().contains("absolute"));
         assert!(p("dir:").is_err());
