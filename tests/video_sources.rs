@@ -180,6 +180,13 @@ fn rtsp_basic_and_digest_auth_never_show_the_password() {
         assert!(!leaks(&out.stdout, PASSWORD) && !leaks(&out.stderr, PASSWORD), "{method}: password shown");
         assert!(out.stdout.contains(&format!("\"source\":\"{}\"", server.url(""))), "{}", out.stdout);
 
+        // `doctor` connects and reports the stream.
+        let with_creds = format!("run.source={}", server.url(&format!("viewer:{PASSWORD}@")));
+        let out = run(s.outpost().args(["--board", "x86_64-dev", "--set", &with_creds, "doctor"]));
+        let camera = out.stdout.lines().find(|l| l.contains("camera")).unwrap_or_default().to_string();
+        assert!(camera.starts_with("ok") && camera.contains("credentials accepted") && camera.contains("H.264 320x240"), "{}", out.stdout);
+        assert!(!leaks(&out.stdout, PASSWORD) && !leaks(&out.stderr, PASSWORD), "{method}: doctor shows the password");
+
         // Credentials from the environment, for a URL without them.
         let out = run(outpost_run(&s, &server.url(""), &["camera.username=viewer"])
             .args(["--frames", "1"])
