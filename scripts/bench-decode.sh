@@ -31,7 +31,7 @@ clip() { # out WxH profile
 }
 secs() { python3 -c 'import sys; print(f"{float(sys.argv[1]):.3f}")' "$1"; }
 time_it() { # command... -> seconds (best of 3)
-  local best=999999 t0 t
+  local best=999999999999 t0 t
   for _ in 1 2 3; do
     t0=$(date +%s%N); "$@" >/dev/null 2>&1; t=$(( $(date +%s%N) - t0 ))
     [ "$t" -lt "$best" ] && best=$t
@@ -66,7 +66,7 @@ entry() {
 pids+=($!)
 for _ in $(seq 100); do grep -q ready "$work/rtsp.out" 2>/dev/null && break; sleep 0.1; done
 port=$(awk '/ready/ {print $2}' "$work/rtsp.out")
-timeout -s INT "$run_secs" "$OUTPOST_BIN" --board x86_64-dev --cache-dir "$work/cache" --set run.stats_interval_secs=0 \
+timeout --preserve-status -s INT "$run_secs" "$OUTPOST_BIN" --board x86_64-dev --cache-dir "$work/cache" --set run.stats_interval_secs=0 \
   run --allow-volatile-cache --manifest "$work/models.toml" --model faces --source "rtsp://127.0.0.1:$port/cam" \
   > /dev/null 2> "$work/run.err" || true
-grep summary "$work/run.err" | tail -1
+grep summary "$work/run.err" | tail -1 || { echo "no summary from outpost run:" >&2; tail -20 "$work/run.err" >&2; exit 1; }
