@@ -195,11 +195,14 @@ fn rtsp_basic_and_digest_auth_never_show_the_password() {
 
         // A wrong password: a clear error, retried with a growing delay, never shown.
         let wrong = Running::spawn(&mut outpost_run(&s, &server.url("viewer:wr0ng-9f8e7d6c@"), &[]));
-        std::thread::sleep(Duration::from_secs(5));
+        wrong.wait_for_log("refused the credentials", Duration::from_secs(30));
+        let first = wrong.stderr().matches("refused the credentials").count();
+        std::thread::sleep(Duration::from_secs(6));
         let stderr = wrong.stderr();
         drop(wrong);
-        let refusals = stderr.matches("refused the credentials").count();
-        assert!((1..=4).contains(&refusals), "{method}: {refusals} attempts in 5 s:\n{stderr}");
+        // Reopen delays of 1, 2, 4 s: at most three more attempts in the next 6 s.
+        let refusals = stderr.matches("refused the credentials").count() - first;
+        assert!(refusals <= 3, "{method}: {refusals} attempts in 6 s:\n{stderr}");
         assert!(!leaks(&stderr, "wr0ng-9f8e7d6c"), "{stderr}");
     }
 }
@@ -291,7 +294,8 @@ fn video_file_paced_at_its_frame_rate() {
     // 50 frames at 25 fps: two seconds of video take two seconds.
     assert!(took >= Duration::from_millis(1900), "paced playback took {took:?}");
     let lines = json_lines(&out.stdout);
-    assert!(lines.len() >= 10, "{}", out.stderr);
+    // Paced playback drops what inference cannot take, as a camera would: at least two lines.
+    assert!(lines.len() >= 2, "{}", out.stderr);
     // Timestamps follow the video's timeline: frame n is (n-1)/25 s after the first.
     let time = |l: &Value| {
         let t = l["timestamp"].as_str().unwrap();

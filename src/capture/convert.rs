@@ -110,9 +110,45 @@ pub struct Planes<'a> {
     pub v: (&'a [u8], usize),
 }
 
-/// I420 to RGB (BT.601 limited range, as H.264 streams without colour metadata mean it), the
-/// same arithmetic on every architecture, so decoded frames are bit-identical on x86_64 and ARM.
-pub fn i420(p: Planes<'_>, out: &mut RgbImage) -> anyhow::Result<()> {
+/// A decoded I420 picture held until someone wants it as RGB (tightly packed planes; the
+/// buffers are reused from picture to picture).
+#[derive(Debug, Clone, Default)]
+pub struct Yuv420 {
+    pub width: usize,
+    pub height: usize,
+    y: Vec<u8>,
+    u: Vec<u8>,
+    v: Vec<u8>,
+    /// Holds a picture not yet converted.
+    pub pending: bool,
+}
+
+impl Yuv420 {
+    /// Copies `p` in (dropping row padding) and marks it pending.
+    pub fn store(&mut self, p: Planes<'_>) -> anyhow::Result<()> {
+        let (w, h) = (p.width, p.height);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        check(&p)?;
+        let copy = |dst: &mut Vec<u8>, (plane, stride): (&[u8], usize), pw: usize, ph: usize| {
+            dst.clear();
+            for row in 0..ph {
+                dst.extend_from_slice(&plane[row * stride..row * stride + pw]);
+            }
+        };
+        copy(&mut self.y, p.y, w, h);
+        copy(&mut self.u, p.u, cw, ch);
+        copy(&mut self.v, p.v, cw, ch);
+        (self.width, self.height, self.pending) = (w, h, true);
+        Ok(())
+    }
+
+    pub fn planes(&self) -> Planes<'_> {
+        let cw = self.width.div_ceil(2);
+        Planes { width: self.width, height: self.height, y: (&self.y, self.width), u: (&self.u, cw), v: (&self.v, cw) }
+    }
+}
+
+fn check(p: &Planes<'_>) -> anyhow::Result<()> {
     let (w, h) = (p.width, p.height);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let fits = |(plane, stride): (&[u8], usize), pw: usize, ph: usize| {
@@ -121,6 +157,15 @@ pub fn i420(p: Planes<'_>, out: &mut RgbImage) -> anyhow::Result<()> {
     if w == 0 || h == 0 || !fits(p.y, w, h) || !fits(p.u, cw, ch) || !fits(p.v, cw, ch) {
         anyhow::bail!("I420 picture {w}x{h}: planes too small for their strides");
     }
+    Ok(())
+}
+
+/// I420 to RGB (BT.601 limited range, as H.264 streams without colour metadata mean it), the
+/// same arithmetic on every architecture, so decoded frames are bit-identical on x86_64 and ARM.
+pub fn i420(p: Planes<'_>, out: &mut RgbImage) -> anyhow::Result<()> {
+    check(&p)?;
+    let (w, h) = (p.width, p.height);
+    let cw = w.div_ceil(2);
     out.width = w as u32;
     out.height = h as u32;
     out.data.resize(w * h * 3, 0);

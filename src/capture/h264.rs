@@ -1,4 +1,5 @@
-//! H.264 decoding for RTSP cameras and video files: Annex B access units in, RGB frames out,
+//! H.264 decoding for RTSP cameras and video files: Annex B access units in, YUV pictures out
+//! (converted to RGB only if the model takes them, see `Frame::rgb`),
 //! through Cisco's OpenH264 (bundled source, built statically). All of the `openh264` crate's API
 //! stays in this file.
 //!
@@ -10,13 +11,13 @@ use openh264::decoder::{DecodedYUV, Decoder, DecoderConfig, Flush};
 use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 
-use super::convert;
+use super::convert::{self, Yuv420};
 use crate::vision::image::RgbImage;
 
 /// What one access unit gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
-    /// `out` holds a new picture.
+    /// `out` holds a new picture (pending conversion).
     Picture,
     /// The decoder needs more data (reordering delay, parameter sets only).
     Pending,
@@ -57,7 +58,7 @@ impl H264 {
         &mut self,
         access_unit: &[u8],
         keyframe: bool,
-        out: &mut RgbImage,
+        out: &mut Yuv420,
     ) -> Result<Decoded, String> {
         if self.waiting_for_keyframe {
             if !keyframe {
@@ -68,7 +69,7 @@ impl H264 {
         }
         match self.decoder.decode(access_unit) {
             Ok(Some(picture)) => {
-                to_rgb(&picture, out)?;
+                out.store(planes(&picture)).map_err(|e| format!("decoded picture: {e}"))?;
                 Ok(Decoded::Picture)
             }
             Ok(None) => Ok(Decoded::Pending),
@@ -87,27 +88,17 @@ impl H264 {
             .map_err(|e| format!("H.264 decode error at the end of the stream: {e}"))?;
         let mut image = RgbImage::new(0, 0, Vec::new());
         for picture in &pictures {
-            to_rgb(picture, &mut image)?;
+            convert::i420(planes(picture), &mut image).map_err(|e| format!("decoded picture: {e}"))?;
             each(&image);
         }
         Ok(())
     }
 }
 
-fn to_rgb(picture: &DecodedYUV<'_>, out: &mut RgbImage) -> Result<(), String> {
+fn planes<'a>(picture: &'a DecodedYUV<'_>) -> convert::Planes<'a> {
     let (width, height) = picture.dimensions();
     let (y_stride, u_stride, v_stride) = picture.strides();
-    convert::i420(
-        convert::Planes {
-            width,
-            height,
-            y: (picture.y(), y_stride),
-            u: (picture.u(), u_stride),
-            v: (picture.v(), v_stride),
-        },
-        out,
-    )
-    .map_err(|e| format!("decoded picture: {e}"))
+    convert::Planes { width, height, y: (picture.y(), y_stride), u: (picture.u(), u_stride), v: (picture.v(), v_stride) }
 }
 
 /// Whether an Annex B access unit holds an IDR slice (NAL type 5): where decoding can start.
@@ -187,7 +178,7 @@ mod tests {
     #[test]
     fn garbage_never_panics_and_waits_for_a_keyframe() {
         let mut decoder = H264::new().unwrap();
-        let mut out = RgbImage::new(0, 0, Vec::new());
+        let mut out = Yuv420::default();
         assert_eq!(decoder.decode(&[0, 0, 1, 0x41, 1, 2, 3], false, &mut out), Ok(Decoded::Skipped));
         // Deterministic noise shaped like NAL units: errors or nothing, never a crash.
         let mut x = 0x1234_5678u32;

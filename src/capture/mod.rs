@@ -27,10 +27,15 @@ pub const H265_UNSUPPORTED: &str = "{what}; outpost decodes H.264 only: switch t
 
 pub use files::{DirSource, FileSource};
 
-/// One captured frame, converted to RGB. Reused from frame to frame (see `pipeline::slot`).
+/// One captured frame. Reused from frame to frame (see `pipeline::slot`). Decoded video arrives
+/// as YUV (`yuv`) and becomes RGB only in [`Frame::rgb`], called by whoever takes the frame: a
+/// frame the latest-frame slot drops costs a copy, not a conversion.
 #[derive(Debug, Clone)]
 pub struct Frame {
+    /// The picture, once RGB (always, for sources other than video).
     pub image: RgbImage,
+    /// A decoded picture; while `yuv.pending`, `image` is stale.
+    pub yuv: convert::Yuv420,
     /// Counts captured frames from 1, dropped ones included.
     pub seq: u64,
     pub captured_at: SystemTime,
@@ -43,11 +48,25 @@ impl Default for Frame {
     fn default() -> Frame {
         Frame {
             image: RgbImage::new(0, 0, Vec::new()),
+            yuv: convert::Yuv420::default(),
             seq: 0,
             captured_at: SystemTime::UNIX_EPOCH,
             capture: Duration::ZERO,
             convert: Duration::ZERO,
         }
+    }
+}
+
+impl Frame {
+    /// Makes `image` current (converting a decoded picture), returning the time it took.
+    pub fn rgb(&mut self) -> anyhow::Result<Duration> {
+        if !self.yuv.pending {
+            return Ok(Duration::ZERO);
+        }
+        let started = std::time::Instant::now();
+        self.yuv.pending = false;
+        convert::i420(self.yuv.planes(), &mut self.image)?;
+        Ok(started.elapsed())
     }
 }
 

@@ -163,13 +163,16 @@ impl RtspSource {
         Ok(())
     }
 
-    /// Connects and waits for the first picture: what `doctor` reports.
+    /// Connects and waits for the first picture (as RGB): what `doctor` reports.
     pub fn probe(&mut self, wait: Duration) -> anyhow::Result<(StreamInfo, Frame)> {
         let deadline = Instant::now() + wait;
         let mut frame = Frame::default();
         loop {
             match self.next(&mut frame) {
-                Ok(Next::Frame) => break,
+                Ok(Next::Frame) => {
+                    frame.rgb()?;
+                    break;
+                }
                 Ok(_) => {}
                 Err(e) if e.downcast_ref::<FrameError>().is_some() => {}
                 Err(e) => return Err(e),
@@ -308,7 +311,7 @@ impl Source for RtspSource {
             }
             let receive = waiting.elapsed();
             let decoding = Instant::now();
-            match self.decoder.decode(video.data(), video.is_random_access_point(), &mut frame.image) {
+            match self.decoder.decode(video.data(), video.is_random_access_point(), &mut frame.yuv) {
                 Ok(Decoded::Picture) => {
                     self.seq += 1;
                     self.last_picture = Instant::now();

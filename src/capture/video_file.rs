@@ -203,6 +203,7 @@ impl Source for VideoFile {
         loop {
             if let Some(picture) = self.flushed.pop_front() {
                 frame.image = picture;
+                frame.yuv.pending = false;
                 return Ok(self.deliver(frame, Duration::ZERO, Duration::ZERO));
             }
             if self.ended {
@@ -233,7 +234,7 @@ impl Source for VideoFile {
             };
             let read = reading.elapsed();
             let decoding = Instant::now();
-            match self.decoder.decode(&self.access_unit, keyframe, &mut frame.image) {
+            match self.decoder.decode(&self.access_unit, keyframe, &mut frame.yuv) {
                 Ok(Decoded::Picture) => {
                     self.pending_pts.push(Reverse(pts));
                     return Ok(self.deliver(frame, read, decoding.elapsed()));

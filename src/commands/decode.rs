@@ -20,6 +20,7 @@ pub fn run(global: &Global) -> anyhow::Result<()> {
     while limit == 0 || frames < limit {
         match source.next(&mut frame) {
             Ok(Next::Frame) => {
+                frame.rgb()?;
                 frames += 1;
                 outln!(
                     "{} {}x{} {:016x}",

@@ -107,11 +107,23 @@ pub fn work(lanes: &[Arc<Lane>], shared: &Shared, stop: &AtomicBool) {
 
 /// One frame through the model and the sinks; failures are counted, never fatal.
 fn process(lane: &Lane, mut frame: Frame, shared: &Shared, warnings: &mut Warnings) -> Frame {
+    let mut stats = Stats::default();
+    // Decoded video becomes RGB here, for the frames the model takes (counted as preprocessing).
+    let converting = match frame.rgb() {
+        Ok(took) => took,
+        Err(e) => {
+            stats.frame_errors += 1;
+            if let Some(more) = warnings.due(Warning::Inference) {
+                log::warn!("{}: frame {}: {e:#}{more}", lane.camera, frame.seq);
+            }
+            lane.processed.lock().unwrap_or_else(|e| e.into_inner()).merge(&stats);
+            return frame;
+        }
+    };
     let image = std::mem::replace(&mut frame.image, RgbImage::new(0, 0, Vec::new()));
     let (width, height) = (image.width, image.height);
     let (result, image) = lane.model.infer_timed(image, lane.thresholds);
     frame.image = image;
-    let mut stats = Stats::default();
     match result {
         Err(e) => {
             stats.frame_errors += 1;
@@ -124,7 +136,7 @@ fn process(lane: &Lane, mut frame: Frame, shared: &Shared, warnings: &mut Warnin
             }
         }
         Ok((response, times)) => {
-            stats.stage(Stage::Preprocess, times.preprocess);
+            stats.stage(Stage::Preprocess, converting + times.preprocess);
             stats.stage(Stage::Infer, times.infer);
             stats.stage(Stage::Postprocess, times.postprocess);
             let sinking = Instant::now();
