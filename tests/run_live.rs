@@ -70,6 +70,13 @@ fn the_live_view_serves_frames_predictions_and_metrics() {
     }
     let processed: f64 = metrics.lines().find_map(|l| l.strip_prefix("outpost_frames_processed_total ")).unwrap().parse().unwrap();
     assert!(processed >= 1.0);
+    let camera: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("outpost_camera_frames_processed_total{camera=\"default\"} "))
+        .unwrap_or_else(|| panic!("no per-camera counter:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(camera >= 1.0);
     let stats = live.get("/stats.json").json();
     assert_eq!(stats["model"], "faces");
     assert_eq!(request(live.addr, "POST", "/", &[], b"").status, 405);

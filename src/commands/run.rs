@@ -126,7 +126,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         reopen: config.camera.reopen,
         stop_timeout: config.run.stop_timeout,
         fail_after: config.run.fail_after,
-        publish: live.as_ref().map(|l| l.stats.clone()),
+        publish: live.as_ref().map(|l| (l.stats.clone(), l.cameras.clone())),
     };
     let outcome = pipeline::run(feeds, sinks, &pipeline_opts, &stop, &mut notifier)?;
     if new_generation.load(Ordering::SeqCst) {

@@ -27,8 +27,9 @@ const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// What the pipeline and the viewers share.
 pub struct Live {
-    /// Counters, as the pipeline last published them.
+    /// Counters, as the pipeline last published them: the total, and per camera.
     pub stats: Arc<Mutex<Stats>>,
+    pub cameras: Arc<Mutex<Vec<(String, Stats)>>>,
     latest: Mutex<Latest>,
     fresh: Condvar,
     watchers: AtomicUsize,
@@ -61,6 +62,7 @@ impl Live {
     pub fn new(model: &str, source: &str, stream_fps: f64, generation: u64, stop: Arc<AtomicBool>) -> Arc<Live> {
         Arc::new(Live {
             stats: Arc::default(),
+            cameras: Arc::default(),
             latest: Mutex::default(),
             fresh: Condvar::new(),
             watchers: AtomicUsize::new(0),
@@ -318,9 +320,31 @@ impl LiveView {
             ("outpost_cache_generation", "The model cache's generation in use.", Kind::Gauge, live.generation as f64),
             ("outpost_process_resident_bytes", "Resident memory of this process.", Kind::Gauge, metrics::rss_bytes() as f64),
             ("outpost_uptime_seconds", "Seconds since the run started.", Kind::Gauge, live.started.elapsed().as_secs_f64()),
-        ]);
+        ]) + &per_camera(&lock(&live.cameras));
         Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes())
     }
+}
+
+/// The frame counters again, per camera (`camera` label): which camera drops or fails.
+fn per_camera(cameras: &[(String, Stats)]) -> String {
+    use std::fmt::Write as _;
+    let series: [(&str, &str, fn(&Stats) -> u64); 5] = [
+        ("captured", "Frames the camera delivered.", |s| s.captured),
+        ("processed", "Frames through the model and the sinks.", |s| s.processed),
+        ("dropped", "Frames replaced by newer ones before the model took them.", |s| s.dropped),
+        ("capture_errors", "Capture, connection or device errors (each followed by a reconnect).", |s| s.capture_errors),
+        ("frame_errors", "Frames that failed decoding, conversion or inference.", |s| s.frame_errors),
+    ];
+    let mut out = String::new();
+    for (what, help, value) in series {
+        let name = format!("outpost_camera_frames_{what}_total");
+        let name = name.replace("frames_capture_errors", "capture_errors").replace("frames_frame_errors", "frame_errors");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (camera, stats) in cameras {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", metrics::escape(camera), value(stats));
+        }
+    }
+    out
 }
 
 fn annotated_jpeg(mut img: RgbImage, answer: &Answer) -> anyhow::Result<Vec<u8>> {

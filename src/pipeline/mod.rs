@@ -49,8 +49,8 @@ pub struct Options {
     /// Every frame failing (inference or decoding) for this long ends the run with an error, so
     /// a unit that outputs nothing is not reported healthy; zero = never.
     pub fail_after: Duration,
-    /// Where the counters are published (the live view's /metrics).
-    pub publish: Option<Arc<Mutex<Stats>>>,
+    /// Where the counters are published (the live view's /metrics): the total, per camera.
+    pub publish: Option<(Arc<Mutex<Stats>>, Arc<Mutex<Vec<(String, Stats)>>>)>,
 }
 
 /// How a run ended.
@@ -138,9 +138,7 @@ pub fn run(
             break;
         }
         let now = total(&lanes, &shared);
-        if let Some(publish) = &opts.publish {
-            *publish.lock().unwrap_or_else(|e| e.into_inner()) = now.clone();
-        }
+        publish(opts, &lanes, &now);
         if let Some(why) = health.check(&now) {
             log::error!("{why}");
             notifier.status(&why);
@@ -223,13 +221,19 @@ pub fn run(
         }
     }
     log::info!("summary ({:.1}s): {}", elapsed.as_secs_f64(), total.line(elapsed));
-    if let Some(publish) = &opts.publish {
-        *publish.lock().unwrap_or_else(|e| e.into_inner()) = total.clone();
-    }
+    publish(opts, &lanes, &total);
     if let Some(why) = failure {
         return Err(crate::exit::Failure::new(crate::exit::Exit::Runtime, why).into());
     }
     Ok(Outcome { stats: total, stop_requested })
+}
+
+fn publish(opts: &Options, lanes: &[Arc<Lane>], total: &Stats) {
+    if let Some((all, per_camera)) = &opts.publish {
+        *all.lock().unwrap_or_else(|e| e.into_inner()) = total.clone();
+        *per_camera.lock().unwrap_or_else(|e| e.into_inner()) =
+            lanes.iter().map(|l| (l.camera.to_string(), of_lane(l))).collect();
+    }
 }
 
 /// One camera's counts: its capture thread's, its slot's and its worker's.
