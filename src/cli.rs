@@ -30,8 +30,9 @@ COMMANDS:
     detect <IMAGE>... (--model ID | --model-file FILE) [--family F] [--input WxH]
            [--confidence C] [--iou I] [--max-detections N] [--class-agnostic]
                            run a model on image files; one Roboflow-shaped JSON object per line
-    bench (--model ID | --model-file FILE) [--image FILE] [--runs N] [--threads T]
-                           time inference: load, first run, median and p90 latency
+    bench (--model ID | --model-file FILE) [--image FILE] [--runs N] [--threads T] [--profile]
+                           time inference: load, first run, median and p90 latency;
+                           --profile adds each operation's share (backends that can say)
     cache ls [--json]      list the cached models of the current generation
     cache verify [--repair]
                            re-hash every blob; --repair discards bad ones and re-fetches
@@ -132,6 +133,7 @@ pub struct BenchArgs {
     pub model: ModelArgs,
     pub image: Option<PathBuf>,
     pub runs: usize,
+    pub profile: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +222,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
             Short('q') | Long("quiet") => global.verbosity = -1,
             Long("json") => opts.seen("--json"),
             Long("repair") => opts.seen("--repair"),
+            Long("profile") => opts.seen("--profile"),
             Long("allow-volatile-cache") => opts.seen("--allow-volatile-cache"),
             Long("allow-downgrade") => opts.seen("--allow-downgrade"),
             Long("manifest") => {
@@ -295,6 +298,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, UsageErro
 struct CommandOptions {
     json: bool,
     repair: bool,
+    profile: bool,
     provision: ProvisionArgs,
     model: ModelArgs,
     image: Option<PathBuf>,
@@ -313,6 +317,7 @@ impl CommandOptions {
         match flag {
             "--json" => self.json = true,
             "--repair" => self.repair = true,
+            "--profile" => self.profile = true,
             "--allow-volatile-cache" => self.provision.allow_volatile_cache = true,
             "--allow-downgrade" => self.provision.allow_downgrade = true,
             "--class-agnostic" => self.class_agnostic = true,
@@ -337,7 +342,7 @@ fn check_options(command: &Command, opts: &CommandOptions) -> Result<(), UsageEr
             "--max-detections",
             "--class-agnostic",
         ],
-        Command::Bench(_) => &["--model", "--model-file", "--family", "--input", "--image", "--runs"],
+        Command::Bench(_) => &["--model", "--model-file", "--family", "--input", "--image", "--runs", "--profile"],
         Command::Run(_) => &["--source", "--model", "--frames", "--manifest", "--allow-volatile-cache"],
         Command::Serve(_) => &["--listen", "--manifest", "--allow-volatile-cache"],
         Command::Decode => &["--source", "--frames"],
@@ -401,6 +406,7 @@ fn command_from_words(words: &[String], opts: &CommandOptions) -> Result<Command
                 model: opts.model.clone(),
                 image: opts.image.clone(),
                 runs: opts.runs.unwrap_or(20),
+                profile: opts.profile,
             }))
         }
         ["provision"] => Ok(Command::Provision(opts.provision.clone())),

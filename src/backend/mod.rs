@@ -1,6 +1,8 @@
 //! Inference backends behind one trait, so TensorRT can slot in beside tract. A backend prepares
 //! a model file into a [`Session`]; a session runs NCHW f32 input and returns plain tensors.
 
+mod strided_conv;
+mod strided_softmax;
 pub mod tract;
 
 use std::path::Path;
@@ -38,6 +40,21 @@ pub trait Session: Send {
     fn input(&self) -> &InputInfo;
     /// Runs `data` shaped `[1, 3, height, width]`.
     fn run(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Vec<Output>>;
+    /// Runs like [`Session::run`] while timing every operation, in execution order (for
+    /// `outpost bench --profile`); `None` from a backend that cannot say.
+    fn profile(&mut self, _data: &[f32], _height: u32, _width: u32) -> anyhow::Result<Option<Vec<OpTime>>> {
+        Ok(None)
+    }
+}
+
+/// One operation's share of a profiled run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    /// The node's name in the optimised graph.
+    pub node: String,
+    /// The operation, as the backend names it.
+    pub op: String,
+    pub ms: f64,
 }
 
 pub trait Backend {

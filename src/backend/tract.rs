@@ -10,7 +10,9 @@ use anyhow::Context;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-use super::{Backend, InputInfo, Output, Session};
+use super::strided_conv::lower_strided_convs;
+use super::strided_softmax::replace_strided_softmax;
+use super::{Backend, InputInfo, OpTime, Output, Session};
 
 pub struct Tract {
     threads: usize,
@@ -121,15 +123,23 @@ impl TractSession {
         }
         let started = Instant::now();
         let shape = [1usize, 3, height as usize, width as usize];
+        let (mut replaced, mut lowered) = (0, 0);
+        // tract's own passes, with outpost's two rewrites between declutter and codegen.
         let plan = self
             .graph
             .clone()
             .with_input_fact(0, f32::fact(shape).into())
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .and_then(|mut m| {
+                replaced = replace_strided_softmax(&mut m)?;
+                lowered = lower_strided_convs(&mut m)?;
+                m.into_optimized()
+            })
             .and_then(|m| m.into_runnable())
             .map_err(|e| anyhow::anyhow!("{}: cannot run at input {shape:?}: {e}", self.path.display()))?;
         log::info!(
-            "optimised {} for input {shape:?} in {:.2}s",
+            "optimised {} for input {shape:?} in {:.2}s ({replaced} strided softmax replaced, {lowered} strided convs to im2col)",
             self.path.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy()),
             started.elapsed().as_secs_f64()
         );
@@ -141,6 +151,24 @@ impl TractSession {
 impl Session for TractSession {
     fn input(&self) -> &InputInfo {
         &self.input
+    }
+
+    fn profile(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Option<Vec<OpTime>>> {
+        let plan = self.plan(height, width)?;
+        let shape = [1usize, 3, height as usize, width as usize];
+        let tensor = Tensor::from_shape(&shape, data).map_err(|e| anyhow::anyhow!("input tensor: {e}"))?;
+        let mut state = TypedSimpleState::new(&plan).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut times = Vec::new();
+        state
+            .run_plan_with_eval(tvec!(tensor.into()), |ctx, op_state, node, inputs| {
+                let started = Instant::now();
+                let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                times.push(OpTime { node: node.name.clone(), op: node.op().name().to_string(), ms });
+                outputs
+            })
+            .map_err(|e| anyhow::anyhow!("{}: inference failed: {e}", self.path.display()))?;
+        Ok(Some(times))
     }
 
     fn run(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Vec<Output>> {
