@@ -1,0 +1,60 @@
+//! `outpost bench` through the real binary: the timing report, and `--profile`, which is how the
+//! tract hot spots outpost rewrites (YOLOv8's DFL softmax, stride-2 convs) are held down.
+
+mod support;
+
+use serde_json::Value;
+use support::{fixtures, run, Sandbox};
+
+fn bench(sandbox: &Sandbox, args: &[&str]) -> Value {
+    let model = fixtures().join("yolov8n_random.onnx").display().to_string();
+    let mut cmd = sandbox.outpost();
+    cmd.args(["--board", "x86_64-dev", "--threads", "1", "bench", "--model-file", &model, "--family", "yolov8"]);
+    cmd.args(["--input", "640x640"]).args(args);
+    let out = run(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+#[test]
+fn report_names_backend_threads_and_latencies() {
+    let s = Sandbox::new();
+    let v = bench(&s, &["--runs", "2"]);
+    assert_eq!(v["backend"], "tract");
+    assert_eq!(v["threads"], 1);
+    assert_eq!(v["input"], serde_json::json!([640, 640]));
+    let (min, median, p90) = (v["min_ms"].as_f64().unwrap(), v["median_ms"].as_f64().unwrap(), v["p90_ms"].as_f64().unwrap());
+    assert!(0.0 < min && min <= median && median <= p90, "{v}");
+    assert!(v.get("profile").is_none(), "profile only when asked");
+}
+
+#[test]
+fn profile_shows_the_dfl_softmax_rewritten_and_small() {
+    let s = Sandbox::new();
+    let v = bench(&s, &["--runs", "3", "--profile"]);
+    let profile = &v["profile"];
+    let total = profile["total_ms"].as_f64().unwrap();
+    assert!(total > 0.0, "{profile}");
+    let by_op = profile["by_op"].as_array().unwrap();
+    let share_of = |op: &str| by_op.iter().find(|o| o["op"] == op).map(|o| o["share"].as_f64().unwrap());
+    // tract's own Softmax would take the strided DFL softmax down its scalar path (27 % of the run).
+    assert_eq!(share_of("Softmax"), None, "{profile}");
+    let dfl = share_of("OutpostStridedSoftmax").unwrap_or_else(|| panic!("no strided softmax op: {profile}"));
+    assert!(dfl < 0.05, "DFL softmax takes {:.1} % of the run: {profile}", dfl * 100.0);
+    // /conv_8 (16→32, stride 2) runs as im2col + matrix product, not DirectSpatialConv.
+    let direct: Vec<&Value> =
+        profile["slowest_nodes"].as_array().unwrap().iter().filter(|n| n["node"] == "/conv_8_node").collect();
+    assert!(direct.iter().all(|n| n["op"] != "DirectSpatialConv"), "{profile}");
+    let shares: f64 = by_op.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "shares add up to {shares}");
+}
+
+#[test]
+fn unknown_model_file_is_a_clear_error() {
+    let s = Sandbox::new();
+    let mut cmd = s.outpost();
+    cmd.args(["bench", "--model-file", "/nonexistent/model.onnx", "--profile"]);
+    let out = run(&mut cmd);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("/nonexistent/model.onnx"), "{}", out.stderr);
+}
