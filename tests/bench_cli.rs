@@ -6,9 +6,10 @@ mod support;
 use serde_json::Value;
 use support::{fixtures, run, Sandbox};
 
-fn bench(sandbox: &Sandbox, args: &[&str]) -> Value {
+fn bench(sandbox: &Sandbox, engine: &str, args: &[&str]) -> Value {
     let model = fixtures().join("yolov8n_random.onnx").display().to_string();
     let mut cmd = sandbox.outpost();
+    cmd.env("OUTPOST_INFERENCE_BACKEND", engine);
     cmd.args(["--board", "x86_64-dev", "--threads", "1", "bench", "--model-file", &model, "--family", "yolov8"]);
     cmd.args(["--input", "640x640"]).args(args);
     let out = run(&mut cmd);
@@ -19,8 +20,9 @@ fn bench(sandbox: &Sandbox, args: &[&str]) -> Value {
 #[test]
 fn report_names_backend_threads_and_latencies() {
     let s = Sandbox::new();
-    let v = bench(&s, &["--runs", "2"]);
+    let v = bench(&s, "tract", &["--runs", "2"]);
     assert_eq!(v["backend"], "tract");
+    assert!(v.get("engines").is_none(), "one engine forced, one timed: {v}");
     assert_eq!(v["threads"], 1);
     assert_eq!(v["input"], serde_json::json!([640, 640]));
     let (min, median, p90) = (v["min_ms"].as_f64().unwrap(), v["median_ms"].as_f64().unwrap(), v["p90_ms"].as_f64().unwrap());
@@ -29,9 +31,21 @@ fn report_names_backend_threads_and_latencies() {
 }
 
 #[test]
+fn auto_times_both_engines_and_reports_the_faster() {
+    let s = Sandbox::new();
+    let v = bench(&s, "auto", &["--runs", "2"]);
+    let engines = v["engines"].as_array().unwrap_or_else(|| panic!("{v}"));
+    let median = |name: &str| engines.iter().find(|e| e["backend"] == name).and_then(|e| e["median_ms"].as_f64());
+    let (tract, rten) = (median("tract").unwrap(), median("rten").unwrap());
+    assert_eq!(v["backend"], if rten < tract { "rten" } else { "tract" }, "{v}");
+    assert_eq!(v["median_ms"].as_f64().unwrap(), tract.min(rten));
+    assert!(v["choice"].as_str().unwrap().contains("faster here"), "{v}");
+}
+
+#[test]
 fn profile_shows_the_dfl_softmax_rewritten_and_small() {
     let s = Sandbox::new();
-    let v = bench(&s, &["--runs", "3", "--profile"]);
+    let v = bench(&s, "tract", &["--runs", "3", "--profile"]);
     let profile = &v["profile"];
     let total = profile["total_ms"].as_f64().unwrap();
     assert!(total > 0.0, "{profile}");

@@ -59,7 +59,7 @@ fn board_flag_beats_detection() {
     cmd.env("OUTPOST_SYSROOT", device_tree("orin-nano-devkit")).args(["--board", "raspberry-pi-4"]);
     let doc = config_json(&mut cmd);
     assert_eq!(setting(&doc, "board"), (&Value::from("raspberry-pi-4"), "flag --board"));
-    assert_eq!(setting(&doc, "inference.backend").0, "tract");
+    assert_eq!(setting(&doc, "inference.backend").0, "auto");
 }
 
 #[test]

@@ -44,9 +44,14 @@ fn placed_input(case: &Value) -> (Vec<f32>, u32, u32) {
 }
 
 fn raw_parity(stem: &str) {
+    raw_parity_on(stem, &outpost::backend::tract::Tract::new(1));
+}
+
+fn raw_parity_on(stem: &str, backend: &dyn outpost::backend::Backend) {
+    let engine = backend.name();
     let case = reference(&format!("raw/{stem}.json"));
     let model = fixtures().join(case["model"].as_str().unwrap());
-    let mut session = outpost::backend::tract::Tract::new(1).prepare(&model).unwrap();
+    let mut session = backend.prepare(&model).unwrap();
     let (data, h, w) = placed_input(&case);
     let outputs: Vec<Output> = session.run(&data, h, w).unwrap();
     let expected = case["outputs"].as_array().unwrap();
@@ -62,13 +67,22 @@ fn raw_parity(stem: &str) {
             let err = (g - r).abs();
             max_err = max_err.max(err);
             // Tolerance: 1e-3 absolute + 1e-3 relative (float reassociation differs between engines).
-            assert!(err <= 1e-3 + 1e-3 * r.abs(), "{stem} output {} [{}]: tract {g} vs onnxruntime {r}", want["name"], i * stride);
+            assert!(err <= 1e-3 + 1e-3 * r.abs(), "{stem} output {} [{}]: {engine} {g} vs onnxruntime {r}", want["name"], i * stride);
         }
         let sum: f64 = got.data.iter().map(|v| *v as f64).sum();
         let abs_sum = want["abs_sum"].as_f64().unwrap();
         let rel = (sum - want["sum"].as_f64().unwrap()).abs() / abs_sum.max(1.0);
         assert!(rel < 1e-4, "{stem} output {}: sums differ by {rel:e} of the absolute sum", want["name"]);
-        eprintln!("{stem} output {}: max |tract - onnxruntime| = {max_err:e} over {} samples", want["name"], samples.len());
+        eprintln!("{stem} output {}: max |{engine} - onnxruntime| = {max_err:e} over {} samples", want["name"], samples.len());
+    }
+}
+
+/// The second engine (`inference.backend = "rten"`, or "auto"'s pick) holds the same tolerance.
+#[cfg(feature = "rten")]
+#[test]
+fn rten_raw_tensors_match_onnxruntime() {
+    for stem in ["yolov8n_random", "centerface", "layout_cdla"] {
+        raw_parity_on(stem, &outpost::backend::rten::Rten::new(1));
     }
 }
 

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use support::http::{payload, serve_file, sha256_hex, Response, Server};
 use support::{run, Run, Sandbox};
 
+/// These tests are about fetching; `auto` would time both engines on every model provisioned,
+/// minutes under qemu-aarch64 (CI runs this file there). tests/engines_cli.rs covers `auto`.
+const ONE_ENGINE: &str = "[inference]\nbackend = \"tract\"\n";
+
 const KEY: &str = "rf_live_SECRET_9a8b7c";
 
 struct Roboflow {
@@ -45,6 +49,7 @@ fn roboflow() -> Roboflow {
 
 fn setup(rf: &Roboflow, source: &str) -> (Sandbox, PathBuf) {
     let sandbox = Sandbox::new();
+    sandbox.write("outpost.toml", ONE_ENGINE);
     let manifest = sandbox.write(
         "models.toml",
         &format!("version = 1\nallow_http = true\n[[models]]\nid = \"cars\"\nsource = \"{source}\"\n"),

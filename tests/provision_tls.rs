@@ -11,6 +11,10 @@ use std::time::Duration;
 use support::nginx::{Nginx, Pki};
 use support::{fixtures, run, Run, Sandbox};
 
+/// These tests are about fetching; `auto` would time both engines on every model provisioned,
+/// minutes under qemu-aarch64 (CI runs this file there). tests/engines_cli.rs covers `auto`.
+const ONE_ENGINE: &str = "[inference]\nbackend = \"tract\"\n";
+
 const FIXTURES: &[(&str, &str, u64)] = &[
     ("faces", "centerface.onnx", 7_304_518),
     ("layout", "layout_cdla.onnx", 7_423_528),
@@ -50,6 +54,7 @@ fn provision(sandbox: &Sandbox, ca: &Path, manifest: &Path) -> Run {
 #[test]
 fn full_download_over_tls_then_offline_with_nginx_stopped() {
     let sandbox = Sandbox::new();
+    sandbox.write("outpost.toml", ONE_ENGINE);
     let pki = Pki::create(sandbox.path(), "lab");
     let mut nginx = Nginx::start(sandbox.path(), &fixtures(), &pki);
     let m = manifest(&sandbox, &nginx.url(""), FIXTURES);
@@ -69,6 +74,7 @@ fn full_download_over_tls_then_offline_with_nginx_stopped() {
 #[test]
 fn interrupted_download_resumes_with_206_from_nginx() {
     let sandbox = Sandbox::new();
+    sandbox.write("outpost.toml", ONE_ENGINE);
     let pki = Pki::create(sandbox.path(), "lab");
     let nginx = Nginx::start(sandbox.path(), &fixtures(), &pki);
     // 12.7 MB at 4 MiB/s: about 3 s; interrupt it after one.
@@ -93,6 +99,7 @@ fn interrupted_download_resumes_with_206_from_nginx() {
 #[test]
 fn server_signed_by_another_ca_is_refused() {
     let sandbox = Sandbox::new();
+    sandbox.write("outpost.toml", ONE_ENGINE);
     let pki = Pki::create(sandbox.path(), "lab");
     let stranger = Pki::create(sandbox.path(), "stranger");
     let nginx = Nginx::start(sandbox.path(), &fixtures(), &pki);
@@ -112,6 +119,7 @@ fn clock_in_1970_still_validates_tls_from_the_build_date() {
         return;
     }
     let sandbox = Sandbox::new();
+    sandbox.write("outpost.toml", ONE_ENGINE);
     let pki = Pki::create(sandbox.path(), "lab");
     let nginx = Nginx::start(sandbox.path(), &fixtures(), &pki);
     let m = manifest(&sandbox, &nginx.url(""), &FIXTURES[..1]);
@@ -121,6 +129,7 @@ fn clock_in_1970_still_validates_tls_from_the_build_date() {
 
     // The clock is consulted: a date after the certificate's expiry fails.
     let late = Sandbox::new();
+    late.write("outpost.toml", ONE_ENGINE);
     let m = manifest(&late, &nginx.url(""), &FIXTURES[..1]);
     let out = run(outpost(&late, &pki.ca(), &["faketime", "-f", "+10d"]).arg("provision").arg("--manifest").arg(&m));
     assert_eq!(out.code, 4, "{}", out.stderr);

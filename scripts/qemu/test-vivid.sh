@@ -85,7 +85,7 @@ outpost_run() {
   /outpost --board $board --cache-dir /var/cache/outpost --set log.level=info \\
     --set camera.format=\$fmt --set camera.width=640 --set camera.height=480 --set camera.fps=25 \\
     --set run.model=faces --set run.input=160x160 --set run.max_fps=2 --set run.frames=\$frames \\
-    --set run.stats_interval_secs=0 "\$@" \\
+    --set run.stats_interval_secs=0 --set inference.backend=tract "\$@" \\
     run --allow-volatile-cache --manifest /models.toml --source v4l2:///dev/video0 \\
     > /tmp/out.jsonl 2> /tmp/err.log
 }

@@ -1,8 +1,13 @@
 //! Inference backends behind one trait, so TensorRT can slot in beside tract. A backend prepares
 //! a model file into a [`Session`]; a session runs NCHW f32 input and returns plain tensors.
 
+pub mod choice;
+#[cfg(feature = "rten")]
+mod onnx_wire;
 mod strided_conv;
 mod strided_softmax;
+#[cfg(feature = "rten")]
+pub mod rten;
 pub mod tract;
 
 use std::path::Path;
@@ -64,12 +69,43 @@ pub trait Backend {
     fn prepare(&self, model: &Path) -> anyhow::Result<Box<dyn Session>>;
 }
 
+/// The one input layout outpost feeds: NCHW float with 3 channels, sides within range where the
+/// file fixes them. Checked at load, so a hostile declared shape never reaches an allocation.
+pub(crate) fn check_input(input: &InputInfo) -> Result<(), String> {
+    let [_, c, h, w] = input.dims[..] else {
+        return Err(format!("input `{}` has {} dimensions; outpost feeds NCHW images [1, 3, H, W]", input.name, input.dims.len()));
+    };
+    if c.is_some_and(|c| c != 3) {
+        return Err(format!(
+            "input `{}` is {:?}: outpost feeds NCHW images [1, 3, H, W] (an NHWC model [1, H, W, 3] needs re-exporting)",
+            input.name, input.dims
+        ));
+    }
+    if let (Some(h), Some(w)) = (h, w) {
+        crate::vision::preprocess::check_input_size(w as u64, h as u64)
+            .map_err(|e| format!("input `{}` declared as {:?}: {e}", input.name, input.dims))?;
+    } else if let Some(side) = h.or(w) {
+        crate::vision::preprocess::check_input_size(side as u64, side as u64)
+            .map_err(|e| format!("input `{}` declared as {:?}: {e}", input.name, input.dims))?;
+    }
+    Ok(())
+}
+
 /// The first available backend among the preferred one and its fallbacks.
 pub fn choose(preferred: BackendKind, fallback: &[BackendKind], threads: usize) -> anyhow::Result<Box<dyn Backend>> {
     let mut reasons = Vec::new();
     for kind in std::iter::once(preferred).chain(fallback.iter().copied()) {
         let backend: Box<dyn Backend> = match kind {
-            BackendKind::Tract => Box::new(tract::Tract::new(threads)),
+            // "auto" names no engine by itself: models::engine_for resolves it from the choice
+            // recorded at provision time, and a model never measured runs on tract.
+            BackendKind::Tract | BackendKind::Auto => Box::new(tract::Tract::new(threads)),
+            #[cfg(feature = "rten")]
+            BackendKind::Rten => Box::new(rten::Rten::new(threads)),
+            #[cfg(not(feature = "rten"))]
+            BackendKind::Rten => Box::new(Unavailable {
+                name: "rten",
+                why: "rten is not compiled into this build (cargo feature `rten`)",
+            }),
             BackendKind::TensorRt => Box::new(Unavailable {
                 name: "tensorrt",
                 why: "TensorRT is not compiled into this build (a TensorRT build targets aarch64-unknown-linux-gnu)",

@@ -39,7 +39,7 @@ impl Backend for Tract {
             .model_for_path(model)
             .map_err(|e| anyhow::anyhow!("{}: not a loadable ONNX model: {e}", model.display()))?;
         let input = input_info(&graph).with_context(|| format!("{}: reading the input", model.display()))?;
-        check_input(&input).map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
+        super::check_input(&input).map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
         log::info!(
             "loaded {} in {:.2}s (input {} {:?}); {} thread(s)",
             model.display(),
@@ -83,28 +83,6 @@ fn input_info(graph: &InferenceModel) -> TractResult<InputInfo> {
     }
     let dims = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.as_i64()).map(|d| d as usize)).collect();
     Ok(InputInfo { name: graph.node(outlet.node).name.clone(), dims })
-}
-
-/// The one input layout outpost feeds: NCHW float with 3 channels, sides within range where the
-/// file fixes them. Checked at load, so a hostile declared shape never reaches an allocation.
-fn check_input(input: &InputInfo) -> Result<(), String> {
-    let [_, c, h, w] = input.dims[..] else {
-        return Err(format!("input `{}` has {} dimensions; outpost feeds NCHW images [1, 3, H, W]", input.name, input.dims.len()));
-    };
-    if c.is_some_and(|c| c != 3) {
-        return Err(format!(
-            "input `{}` is {:?}: outpost feeds NCHW images [1, 3, H, W] (an NHWC model [1, H, W, 3] needs re-exporting)",
-            input.name, input.dims
-        ));
-    }
-    if let (Some(h), Some(w)) = (h, w) {
-        crate::vision::preprocess::check_input_size(w as u64, h as u64)
-            .map_err(|e| format!("input `{}` declared as {:?}: {e}", input.name, input.dims))?;
-    } else if let Some(side) = h.or(w) {
-        crate::vision::preprocess::check_input_size(side as u64, side as u64)
-            .map_err(|e| format!("input `{}` declared as {:?}: {e}", input.name, input.dims))?;
-    }
-    Ok(())
 }
 
 type Plan = Arc<TypedRunnableModel>;

@@ -1,11 +1,14 @@
 //! `outpost bench`: how long a model takes here — load, first run (with optimisation), then the
 //! median and p90 of repeated runs on one prepared input (inference only, as onnxruntime is
-//! timed by scripts/bench-inference.sh). Prints one JSON line.
+//! timed by scripts/bench-inference.sh). Prints one JSON line. With `inference.backend = "auto"`
+//! both pure-Rust engines are timed (`engines`), and the top level reports the one auto runs.
 
 use std::time::Instant;
 
-use crate::backend;
+use crate::backend::{self, choice};
 use crate::cli::{BenchArgs, Global};
+use crate::config::BackendKind;
+use crate::models::ResolvedModel;
 use crate::vision::families::Family;
 use crate::vision::image::{self, RgbImage};
 use crate::vision::preprocess::Preprocessor;
@@ -20,20 +23,104 @@ pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
         None => RgbImage::new(640, 640, vec![114; 640 * 640 * 3]),
     };
     let threads = config.inference.threads;
+    // "auto" times both pure-Rust engines; the report's top level is the one auto runs (the
+    // recorded choice for a cached model, else the faster here), `engines` has each.
+    let engines: Vec<BackendKind> = match config.inference.backend {
+        BackendKind::Auto if cfg!(feature = "rten") => vec![BackendKind::Tract, BackendKind::Rten],
+        BackendKind::Auto => vec![BackendKind::Tract],
+        kind => vec![kind],
+    };
+    let (mut timed, mut failed) = (Vec::new(), Vec::new());
+    let several = engines.len() > 1;
+    for kind in engines {
+        let fallback = crate::models::engines::fallbacks_for(config, &model);
+        let backend = backend::choose(kind, &fallback, threads)?;
+        match time(backend.as_ref(), &model, family, &img, args.runs) {
+            Ok(t) => timed.push(t),
+            // Comparing engines, one that cannot run the model is a finding, not a failure.
+            Err(e) if several => failed.push(serde_json::json!({"backend": backend.name(), "error": format!("{e:#}")})),
+            Err(e) => return Err(e),
+        }
+    }
+    anyhow::ensure!(!timed.is_empty(), "no engine could run {}: {failed:?}", model.path.display());
+    let recorded = match config.inference.backend {
+        BackendKind::Auto => model.sha256.as_ref().and_then(|sha| choice::load(&config.cache_dir, sha, threads)),
+        _ => None,
+    };
+    let chosen = match &recorded {
+        Some(m) => timed.iter().position(|t| t.backend == m.engine).unwrap_or(0),
+        None => (0..timed.len()).min_by(|&a, &b| timed[a].median_ms.total_cmp(&timed[b].median_ms)).unwrap_or(0),
+    };
+    let engines: Vec<serde_json::Value> = timed.iter().map(Timed::json).chain(failed).collect();
+    let mut best = timed.swap_remove(chosen);
+    let mut report = best.json();
+    report["model"] = model.path.display().to_string().into();
+    report["family"] = family.name().into();
+    report["threads"] = threads.into();
+    report["runs"] = args.runs.into();
+    if several {
+        report["engines"] = engines.into();
+        report["choice"] = match &recorded {
+            Some(m) => format!("recorded at provision: {}", m.note),
+            None => "the faster here (not a cached model, or not measured yet)".to_string(),
+        }
+        .into();
+    }
+    if args.profile {
+        report["profile"] = profile(best.session.as_mut(), &best.input, best.height, best.width, args.runs)?;
+    }
+    outln!("{report}")?;
+    Ok(())
+}
+
+/// One engine's timings on the prepared input, and its session (for `--profile`).
+struct Timed {
+    backend: &'static str,
+    session: Box<dyn backend::Session>,
+    input: Vec<f32>,
+    height: u32,
+    width: u32,
+    load_s: f64,
+    first_run_s: f64,
+    median_ms: f64,
+    p90_ms: f64,
+    min_ms: f64,
+}
+
+impl Timed {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "backend": self.backend,
+            "input": [self.width, self.height],
+            "load_s": self.load_s,
+            "first_run_s": self.first_run_s,
+            "median_ms": self.median_ms,
+            "p90_ms": self.p90_ms,
+            "min_ms": self.min_ms,
+        })
+    }
+}
+
+fn time(
+    backend: &dyn backend::Backend,
+    model: &ResolvedModel,
+    family: Family,
+    img: &RgbImage,
+    runs: usize,
+) -> anyhow::Result<Timed> {
     let started = Instant::now();
-    let backend = backend::choose(config.inference.backend, &config.inference.fallback, threads)?;
     let mut session = backend.prepare(&model.path)?;
     let load_s = started.elapsed().as_secs_f64();
-    let mut plan = family.input_plan(model.input, session.input().fixed_hw(), &img);
+    let mut plan = family.input_plan(model.input, session.input().fixed_hw(), img);
     if let Some(resize) = model.resize {
         plan.resize = resize;
     }
     let mut input = Vec::new();
-    Preprocessor::default().run(&img, plan.width, plan.height, plan.resize, plan.norm, &mut input)?;
+    Preprocessor::default().run(img, plan.width, plan.height, plan.resize, plan.norm, &mut input)?;
     let first = Instant::now();
     session.run(&input, plan.height, plan.width)?;
     let first_run_s = first.elapsed().as_secs_f64();
-    let mut times: Vec<f64> = (0..args.runs)
+    let mut times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let t = Instant::now();
             session.run(&input, plan.height, plan.width).map(|_| t.elapsed().as_secs_f64() * 1e3)
@@ -41,24 +128,18 @@ pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     times.sort_by(f64::total_cmp);
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    let mut report = serde_json::json!({
-        "model": model.path.display().to_string(),
-        "backend": backend.name(),
-        "family": family.name(),
-        "threads": threads,
-        "input": [plan.width, plan.height],
-        "load_s": load_s,
-        "first_run_s": first_run_s,
-        "runs": args.runs,
-        "median_ms": pick(0.5),
-        "p90_ms": pick(0.9),
-        "min_ms": times[0],
-    });
-    if args.profile {
-        report["profile"] = profile(session.as_mut(), &input, plan.height, plan.width, args.runs)?;
-    }
-    outln!("{report}")?;
-    Ok(())
+    Ok(Timed {
+        backend: backend.name(),
+        median_ms: pick(0.5),
+        p90_ms: pick(0.9),
+        min_ms: times[0],
+        session,
+        input,
+        height: plan.height,
+        width: plan.width,
+        load_s,
+        first_run_s,
+    })
 }
 
 /// Each operation's mean time over `runs` profiled runs: by kind of operation, and the slowest

@@ -100,6 +100,7 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
                 i.blobs,
                 i.already_present
             )?;
+            crate::models::engines::measure_current(&loaded.config)?;
             Ok(())
         }
     }

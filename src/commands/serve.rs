@@ -23,7 +23,10 @@ pub fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()> {
     if opts.manifest.exists() {
         notifier.status(&format!("provisioning models from {}", opts.manifest.display()));
         match crate::provision::provision(&opts) {
-            Ok(s) => log::info!("cache generation {}: {} model(s) ready", s.generation, s.models),
+            Ok(s) => {
+                log::info!("cache generation {}: {} model(s) ready", s.generation, s.models);
+                crate::models::engines::measure_current(&config)?;
+            }
             Err(e) if exit_for(&e) == Exit::Config && cache.current()?.is_none() => return Err(e),
             Err(e) => log::warn!("{e:#}; serving the models already in the cache"),
         }

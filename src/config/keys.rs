@@ -118,10 +118,10 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef {
         name: "inference.backend",
         kind: Kind::Str,
-        default: Some("tract"),
+        default: Some("auto"),
         in_profile: true,
         env_aliases: &[],
-        help: "preferred inference backend: tract or tensorrt",
+        help: "preferred inference backend: auto (tract or rten, measured per model at provision), tract, rten or tensorrt",
     },
     KeyDef {
         name: "inference.fallback",

@@ -58,7 +58,10 @@ impl FromStr for PixelFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
+    /// tract or rten, whichever ran the model faster when it was provisioned.
+    Auto,
     Tract,
+    Rten,
     TensorRt,
 }
 
@@ -66,9 +69,11 @@ impl FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendKind::Auto),
             "tract" => Ok(BackendKind::Tract),
+            "rten" => Ok(BackendKind::Rten),
             "tensorrt" => Ok(BackendKind::TensorRt),
-            _ => Err(format!("unknown backend `{s}`; use tract or tensorrt")),
+            _ => Err(format!("unknown backend `{s}`; use auto, tract, rten or tensorrt")),
         }
     }
 }

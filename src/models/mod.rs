@@ -2,6 +2,7 @@
 //! family, classes, input size and environment.json, then loaded into a backend session. Shared by
 //! `detect`, `bench`, `run` and `serve`; [`registry`] keeps several loaded at once.
 
+pub mod engines;
 pub mod registry;
 
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ pub struct ResolvedModel {
     pub input: Option<[u32; 2]>,
     pub classes: Vec<String>,
     pub resize: Option<crate::vision::preprocess::Resize>,
+    /// The blob's digest, for a cached model.
+    pub sha256: Option<String>,
 }
 
 /// Finds the model: `--model-file` directly, or `--model ID` in the cache's current generation.
@@ -35,7 +38,7 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
         }
         let family = family(args.family.as_deref())?;
         let classes = family.map(Family::default_classes).unwrap_or_default();
-        return Ok(ResolvedModel { path: path.clone(), family, input: args.input, classes, resize: None });
+        return Ok(ResolvedModel { path: path.clone(), family, input: args.input, classes, resize: None, sha256: None });
     }
     let id = args.model.as_deref().unwrap_or_default();
     let cache = Cache::new(&config.cache_dir);
@@ -64,13 +67,14 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
     };
     let classes = record.classes.clone().or(env.classes).unwrap_or_else(|| family.map(Family::default_classes).unwrap_or_default());
     let input = args.input.or(record.input).or(env.size);
-    Ok(ResolvedModel { path, family, input, classes, resize: env.resize })
+    Ok(ResolvedModel { path, family, input, classes, resize: env.resize, sha256: Some(record.sha256.clone()) })
 }
 
 pub fn load_detector(config: &Config, args: &ModelArgs) -> anyhow::Result<Detector> {
     let model = resolve(config, args)?;
     let inference = &config.inference;
-    let backend = backend::choose(inference.backend, &inference.fallback, inference.threads)?;
+    let engine = engines::engine_for(config, &model);
+    let backend = backend::choose(engine, &engines::fallbacks_for(config, &model), inference.threads)?;
     let session = backend.prepare(&model.path)?;
     let mut detector = Detector::new(session, model.family, model.input, model.classes);
     detector.resize = model.resize;

@@ -73,6 +73,8 @@ pub struct GcReport {
     pub generations_removed: Vec<u64>,
     pub blobs_removed: usize,
     pub partials_removed: usize,
+    /// Engine measurements (`inference.backend = "auto"`) of models no kept generation holds.
+    pub engine_records_removed: usize,
     pub bytes_freed: u64,
 }
 
@@ -107,6 +109,12 @@ pub fn gc(cache: &Cache) -> io::Result<GcReport> {
             report.bytes_freed += fs::metadata(&path).map_or(0, |m| m.len());
             fs::remove_file(&path)?;
             report.blobs_removed += 1;
+        }
+    }
+    for (sha, path) in crate::backend::choice::recorded(cache.root())? {
+        if !referenced.contains(&sha) {
+            fs::remove_file(&path)?;
+            report.engine_records_removed += 1;
         }
     }
     for path in cache.partial_files()? {

@@ -1,0 +1,103 @@
+//! Which engine runs a model. `inference.backend = "auto"` is settled per model by the measurement
+//! that provisioning records ([`crate::backend::choice`]); this module makes that measurement for
+//! each model of the current generation, and reads it back when a model is loaded.
+
+use crate::backend::choice::{self, Measured};
+use crate::backend::InputInfo;
+use crate::cli::ModelArgs;
+use crate::config::{BackendKind, Config};
+use crate::provision::cache::Cache;
+use crate::vision::families::Family;
+use crate::vision::image::RgbImage;
+use crate::vision::preprocess::Preprocessor;
+
+use super::ResolvedModel;
+
+/// The engine `config` asks for, with "auto" resolved for this model.
+pub fn engine_for(config: &Config, model: &ResolvedModel) -> BackendKind {
+    let threads = config.inference.threads;
+    resolve(config.inference.backend, || match &model.sha256 {
+        None => {
+            log::info!(
+                "inference.backend = auto: {} is not a cached model, so it was never measured; running it on tract \
+                 (`outpost bench` compares the engines)",
+                model.path.display()
+            );
+            None
+        }
+        Some(sha) => {
+            let measured = choice::load(&config.cache_dir, sha, threads);
+            match &measured {
+                Some(m) => log::info!("{}: engine {} ({}, at provision)", model.path.display(), m.engine, m.note),
+                None => log::info!(
+                    "{}: no engine measurement at {threads} thread(s) yet; tract until the next `outpost provision`",
+                    model.path.display()
+                ),
+            }
+            measured
+        }
+    })
+}
+
+/// The fallbacks, with "auto" resolved like the preferred backend.
+pub fn fallbacks_for(config: &Config, model: &ResolvedModel) -> Vec<BackendKind> {
+    let auto = config.inference.fallback.contains(&BackendKind::Auto).then(|| {
+        let mut config = config.clone();
+        config.inference.backend = BackendKind::Auto;
+        engine_for(&config, model)
+    });
+    config.inference.fallback.iter().map(|&kind| if kind == BackendKind::Auto { auto.unwrap_or(kind) } else { kind }).collect()
+}
+
+fn resolve(kind: BackendKind, measured: impl FnOnce() -> Option<Measured>) -> BackendKind {
+    if kind != BackendKind::Auto {
+        return kind;
+    }
+    match measured() {
+        Some(m) if m.engine == "rten" => BackendKind::Rten,
+        _ => BackendKind::Tract,
+    }
+}
+
+/// Measures both engines on every model of the current generation that has no record yet at
+/// this thread count. Runs after provisioning, before the service reports ready; a model that
+/// cannot be measured keeps tract and a warning. Nothing to do unless "auto" is configured.
+pub fn measure_current(config: &Config) -> anyhow::Result<()> {
+    let inference = &config.inference;
+    if inference.backend != BackendKind::Auto && !inference.fallback.contains(&BackendKind::Auto) {
+        return Ok(());
+    }
+    let cache = Cache::new(&config.cache_dir);
+    let Some(gen) = cache.current()? else { return Ok(()) };
+    for record in &gen.models {
+        if choice::load(&config.cache_dir, &record.sha256, inference.threads).is_some() {
+            continue;
+        }
+        log::info!("choosing the engine for `{}`: tract and rten, {} thread(s)", record.id, inference.threads);
+        let args = ModelArgs { model: Some(record.id.clone()), ..Default::default() };
+        let measured = super::resolve(config, &args).and_then(|model| {
+            let family = model.family.unwrap_or(Family::Yolov8);
+            let make_input = |info: &InputInfo| sample_input(family, model.input, info);
+            choice::measure(&model.path, inference.threads, &make_input)
+        });
+        match measured {
+            Ok(m) => {
+                log::info!("`{}`: {} ({}; input {}x{})", record.id, m.engine, m.note, m.input[0], m.input[1]);
+                if let Err(e) = choice::save(&config.cache_dir, &record.sha256, &m) {
+                    log::warn!("`{}`: cannot record the engine choice: {e}", record.id);
+                }
+            }
+            Err(e) => log::warn!("`{}`: engines not compared ({e:#}); it runs on tract", record.id),
+        }
+    }
+    Ok(())
+}
+
+/// A mid-grey frame prepared as the detector would prepare a 640x480 camera picture.
+fn sample_input(family: Family, size: Option<[u32; 2]>, info: &InputInfo) -> anyhow::Result<(Vec<f32>, u32, u32)> {
+    let img = RgbImage::new(640, 480, vec![114; 640 * 480 * 3]);
+    let plan = family.input_plan(size, info.fixed_hw(), &img);
+    let mut input = Vec::new();
+    Preprocessor::default().run(&img, plan.width, plan.height, plan.resize, plan.norm, &mut input)?;
+    Ok((input, plan.height, plan.width))
+}
