@@ -20,7 +20,7 @@ json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"
 
 printf '%-16s %3s %8s %9s %9s %9s %9s %8s %8s %8s\n' model thr input "ort ms" "tract ms" "rten ms" "auto" "tract/ort" "rten/ort" "auto/ort"
 # model family height width
-for spec in "yolov8n_random yolov8 640 640" "centerface centerface 640 640" "layout_cdla yolov8 800 608"; do
+for spec in "yolov8n_random yolov8 640 640" "centerface centerface 640 640" "layout_cdla yolov8 800 608" "rfdetr_random detr 384 384"; do
   read -r model family h w <<<"$spec"
   for t in $threads_list; do
     # inference.backend = auto: times tract and rten, reports both and the faster (auto's pick).

@@ -7,6 +7,7 @@ pub fn features() -> Vec<&'static str> {
         ("v4l2", cfg!(feature = "v4l2")),
         ("video", cfg!(feature = "video")),
         ("multithread", cfg!(feature = "multithread")),
+        ("rten", cfg!(feature = "rten")),
         ("system-allocator", cfg!(feature = "system-allocator")),
     ];
     all.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()

