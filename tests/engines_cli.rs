@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use support::http::sha256_hex;
 use support::{fixtures, run, Run, Sandbox};
 
 const YOLO_SHA: &str = "3253521fc48bd22321314883dda29147b64e3e5ecef5b6b06e4c9dd82ee47b87";
@@ -139,3 +140,37 @@ fn an_unknown_backend_is_a_configuration_error_naming_the_choices() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("use auto, tract, rten or tensorrt"), "{}", out.stderr);
 }
+
+#[test]
+fn f16_is_used_only_for_models_whose_outputs_survive_it() {
+    let unit = Unit::new();
+    let model = |id: &str, file: &str, family: &str| {
+        let path = fixtures().join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        let sha = sha256_hex(&bytes);
+        (sha.clone(), format!(
+            "[[models]]\nid = \"{id}\"\nsource = \"file://{}\"\nsha256 = \"{sha}\"\nsize = {}\nfamily = \"{family}\"\n",
+            path.display(),
+            bytes.len()
+        ))
+    };
+    let (colour_sha, colour) = model("colour", "crafted/colour_classifier.onnx", "classification");
+    let (detr_sha, detr) = model("detr", "rfdetr_random.onnx", "detr");
+    let manifest = unit.sandbox.write("f16.toml", &format!("version = 1\n{colour}{detr}"));
+    let out = run(unit.outpost().env("OUTPOST_INFERENCE_PRECISION", "f16").arg("provision").arg("--manifest").arg(&manifest));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let colour_half = &unit.record(&colour_sha).unwrap()["f16"];
+    assert_eq!(colour_half["accepted"], true, "{colour_half}");
+    assert!(colour_half["difference"].as_f64().unwrap() <= 1e-2);
+    // The random-weight RF-DETR drifts in half precision: refused, and run in f32 with the reason.
+    let detr_half = &unit.record(&detr_sha).unwrap()["f16"];
+    assert_eq!(detr_half["accepted"], false, "{detr_half}");
+    let image = fixtures().join("images/chelsea.png");
+    let detect = run(unit.outpost().env("OUTPOST_INFERENCE_PRECISION", "f16").args(["detect", "--model", "detr"]).arg(&image));
+    assert_eq!(detect.code, 0, "{}", detect.stderr);
+    assert!(detect.stderr.contains("in f16 at provision (limit 1e-2); running it in f32"), "{}", detect.stderr);
+    let detect = run(unit.outpost().env("OUTPOST_INFERENCE_PRECISION", "f16").args(["detect", "--model", "colour"]).arg(&image));
+    assert_eq!(detect.code, 0, "{}", detect.stderr);
+    assert!(detect.stderr.contains("tract in f16 (accepted at provision)"), "{}", detect.stderr);
+}
+

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, InputInfo, Output, Session};
+use crate::config::Precision;
 
 /// What was measured for one model at one thread count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +29,23 @@ pub struct Measured {
     pub note: String,
     /// The outpost version that measured: a newer one measures again.
     pub outpost: String,
+    /// tract in half precision against f32, when `inference.precision = "f16"` asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f16: Option<HalfCheck>,
 }
+
+/// Whether half precision keeps a model's outputs: random-weight and some real models (RF-DETR)
+/// drift far in f16, so it is used only where the outputs stay within [`HALF_AGREEMENT`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HalfCheck {
+    pub accepted: bool,
+    /// Largest output difference from f32, relative to each output's scale (as `max_difference`).
+    pub difference: f64,
+    pub tract_f16_ms: f64,
+}
+
+/// f16 keeps ~3 decimal digits; outputs further than this from f32 move boxes and scores visibly.
+pub const HALF_AGREEMENT: f64 = 1e-2;
 
 /// Two engines agree when every output element differs by at most this, relative to the largest
 /// magnitude in that output (so logits in the hundreds and probabilities in 0..1 are held alike).
@@ -42,7 +59,7 @@ pub type MakeInput<'a> = &'a dyn Fn(&InputInfo) -> anyhow::Result<(Vec<f32>, u32
 
 /// Runs the model through tract and rten on the same input, checks they agree and picks the
 /// faster. tract is the answer whenever rten cannot load or run the model, or disagrees with it.
-pub fn measure(model: &Path, threads: usize, make_input: MakeInput) -> anyhow::Result<Measured> {
+pub fn measure(model: &Path, threads: usize, half: bool, make_input: MakeInput) -> anyhow::Result<Measured> {
     let mut tract = super::tract::Tract::new(threads).prepare(model)?;
     let (input, height, width) = make_input(tract.input())?;
     let (tract_ms, tract_out) = time(tract.as_mut(), &input, height, width)?;
@@ -56,7 +73,14 @@ pub fn measure(model: &Path, threads: usize, make_input: MakeInput) -> anyhow::R
         max_difference: None,
         note: String::new(),
         outpost: env!("CARGO_PKG_VERSION").into(),
+        f16: None,
     };
+    if half {
+        let mut session = super::tract::Tract::new(threads).with_precision(Precision::F16).prepare(model)?;
+        let (tract_f16_ms, outputs) = time(session.as_mut(), &input, height, width)?;
+        let difference = difference(&tract_out, &outputs).unwrap_or(f64::INFINITY);
+        measured.f16 = Some(HalfCheck { accepted: difference <= HALF_AGREEMENT, difference, tract_f16_ms });
+    }
     #[cfg(feature = "rten")]
     let rten = super::rten::Rten::new(threads).prepare(model);
     match rten.and_then(|mut session| time(session.as_mut(), &input, height, width)) {
@@ -192,6 +216,7 @@ mod tests {
             max_difference: Some(1e-5),
             note: "rten 50.0 ms < tract 80.0 ms".into(),
             outpost: env!("CARGO_PKG_VERSION").into(),
+            f16: None,
         };
         save(dir.path(), "ab12", &m).unwrap();
         assert_eq!(load(dir.path(), "ab12", 2), Some(m.clone()));

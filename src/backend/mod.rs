@@ -12,7 +12,7 @@ pub mod tract;
 
 use std::path::Path;
 
-use crate::config::BackendKind;
+use crate::config::{BackendKind, Precision};
 
 /// A model output, copied out of the backend so decoders never see backend types.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,15 +92,25 @@ pub(crate) fn check_input(input: &InputInfo) -> Result<(), String> {
 }
 
 /// The first available backend among the preferred one and its fallbacks.
-pub fn choose(preferred: BackendKind, fallback: &[BackendKind], threads: usize) -> anyhow::Result<Box<dyn Backend>> {
+pub fn choose(
+    preferred: BackendKind,
+    fallback: &[BackendKind],
+    threads: usize,
+    precision: Precision,
+) -> anyhow::Result<Box<dyn Backend>> {
     let mut reasons = Vec::new();
     for kind in std::iter::once(preferred).chain(fallback.iter().copied()) {
         let backend: Box<dyn Backend> = match kind {
             // "auto" names no engine by itself: models::engine_for resolves it from the choice
             // recorded at provision time, and a model never measured runs on tract.
-            BackendKind::Tract | BackendKind::Auto => Box::new(tract::Tract::new(threads)),
+            BackendKind::Tract | BackendKind::Auto => Box::new(tract::Tract::new(threads).with_precision(precision)),
             #[cfg(feature = "rten")]
-            BackendKind::Rten => Box::new(rten::Rten::new(threads)),
+            BackendKind::Rten => {
+                if precision == Precision::F16 {
+                    log::warn!("inference.precision = f16 is tract's: rten computes in f32");
+                }
+                Box::new(rten::Rten::new(threads))
+            }
             #[cfg(not(feature = "rten"))]
             BackendKind::Rten => Box::new(Unavailable {
                 name: "rten",
@@ -150,9 +160,9 @@ mod tests {
 
     #[test]
     fn tensorrt_falls_back_to_tract() {
-        let backend = choose(BackendKind::TensorRt, &[BackendKind::Tract], 1).unwrap();
+        let backend = choose(BackendKind::TensorRt, &[BackendKind::Tract], 1, Precision::F32).unwrap();
         assert_eq!(backend.name(), "tract");
-        let err = choose(BackendKind::TensorRt, &[], 1).err().unwrap().to_string();
+        let err = choose(BackendKind::TensorRt, &[], 1, Precision::F32).err().unwrap().to_string();
         assert!(err.contains("not compiled into this build"), "{err}");
     }
 }

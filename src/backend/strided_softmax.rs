@@ -10,7 +10,7 @@ use outpost_kernels::softmax_strided;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
-/// Replaces every float32 softmax whose one axis is not the innermost. Returns how many.
+/// Replaces every float softmax whose one axis is not the innermost. Returns how many.
 pub fn replace_strided_softmax(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
@@ -22,7 +22,7 @@ pub fn replace_strided_softmax(model: &mut TypedModel) -> TractResult<usize> {
         let rank = fact.rank();
         let strided = op.kind == SoftmaxKind::Softmax
             && op.quant_output_dt.is_none()
-            && fact.datum_type == f32::datum_type()
+            && (fact.datum_type == f32::datum_type() || fact.datum_type == f16::datum_type())
             && op.axes.len() == 1
             && op.axes[0] + 1 < rank;
         if !strided {
@@ -57,13 +57,19 @@ impl EvalOp for StridedSoftmax {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let mut tensor = input.into_tensor();
+        // Half precision (inference.precision = "f16") is computed in f32: 16 values per lane.
+        let half = input.datum_type() == f16::datum_type();
+        let mut tensor = if half { input.cast_to::<f32>()?.into_owned() } else { input.into_tensor() };
         let shape = tensor.shape().to_vec();
         let lanes = shape[self.axis];
         let inner: usize = shape[self.axis + 1..].iter().product();
         let mut plain = tensor.try_as_plain_ram_mut()?;
         let data = plain.as_slice_mut::<f32>()?;
         softmax_strided(data, lanes, inner);
+        drop(plain);
+        if half {
+            tensor = tensor.cast_to::<f16>()?.into_owned();
+        }
         Ok(tvec!(tensor.into_tvalue()))
     }
 }

@@ -13,14 +13,23 @@ use tract_onnx::tract_hir::infer::Factoid;
 use super::strided_conv::lower_strided_convs;
 use super::strided_softmax::replace_strided_softmax;
 use super::{Backend, InputInfo, OpTime, Output, Session};
+use crate::config::Precision;
 
 pub struct Tract {
     threads: usize,
+    precision: Precision,
 }
 
 impl Tract {
     pub fn new(threads: usize) -> Tract {
-        Tract { threads: threads.max(1) }
+        Tract { threads: threads.max(1), precision: Precision::F32 }
+    }
+
+    /// `f16`: the typed graph is translated to half precision before codegen (tract's
+    /// `f32_to_f16`); inputs are cast on the way in, outputs read back as f32.
+    pub fn with_precision(mut self, precision: Precision) -> Tract {
+        self.precision = precision;
+        self
     }
 }
 
@@ -49,7 +58,8 @@ impl Backend for Tract {
             self.threads
         );
         use_threads(self.threads);
-        Ok(Box::new(TractSession { path: model.to_path_buf(), graph, input, plans: HashMap::new() }))
+        let precision = self.precision;
+        Ok(Box::new(TractSession { path: model.to_path_buf(), graph, input, precision, plans: HashMap::new() }))
     }
 }
 
@@ -92,9 +102,18 @@ struct TractSession {
     graph: InferenceModel,
     input: InputInfo,
     plans: HashMap<(u32, u32), Plan>,
+    precision: Precision,
 }
 
 impl TractSession {
+    /// The NCHW input as the plan takes it: f32, or f16 under `inference.precision = "f16"`.
+    fn input_tensor(&self, shape: &[usize], data: &[f32]) -> anyhow::Result<Tensor> {
+        let tensor = Tensor::from_shape(shape, data).map_err(|e| anyhow::anyhow!("input tensor: {e}"))?;
+        match self.precision {
+            Precision::F32 => Ok(tensor),
+            Precision::F16 => Ok(tensor.cast_to::<f16>().map_err(|e| anyhow::anyhow!("input tensor: {e}"))?.into_owned()),
+        }
+    }
     fn plan(&mut self, height: u32, width: u32) -> anyhow::Result<Plan> {
         if let Some(plan) = self.plans.get(&(height, width)) {
             return Ok(plan.clone());
@@ -110,6 +129,9 @@ impl TractSession {
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .and_then(|mut m| {
+                if self.precision == Precision::F16 {
+                    half_precision(&mut m)?;
+                }
                 replaced = replace_strided_softmax(&mut m)?;
                 lowered = lower_strided_convs(&mut m)?;
                 m.into_optimized()
@@ -134,7 +156,7 @@ impl Session for TractSession {
     fn profile(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Option<Vec<OpTime>>> {
         let plan = self.plan(height, width)?;
         let shape = [1usize, 3, height as usize, width as usize];
-        let tensor = Tensor::from_shape(&shape, data).map_err(|e| anyhow::anyhow!("input tensor: {e}"))?;
+        let tensor = self.input_tensor(&shape, data)?;
         let mut state = TypedSimpleState::new(&plan).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut times = Vec::new();
         state
@@ -152,7 +174,7 @@ impl Session for TractSession {
     fn run(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Vec<Output>> {
         let plan = self.plan(height, width)?;
         let shape = [1usize, 3, height as usize, width as usize];
-        let tensor = Tensor::from_shape(&shape, data).map_err(|e| anyhow::anyhow!("input tensor: {e}"))?;
+        let tensor = self.input_tensor(&shape, data)?;
         let outputs = plan.run(tvec!(tensor.into())).map_err(|e| anyhow::anyhow!("{}: inference failed: {e}", self.path.display()))?;
         let names = plan.model().output_outlets().map_err(|e| anyhow::anyhow!("{e}"))?.to_vec();
         outputs
@@ -174,4 +196,11 @@ impl Session for TractSession {
             })
             .collect()
     }
+}
+
+/// tract's own f32 → f16 translation of the typed graph (weights, sources, element-wise ops).
+fn half_precision(model: &mut TypedModel) -> TractResult<()> {
+    let transform = tract_onnx::tract_core::transform::get_transform("f32_to_f16")?
+        .ok_or_else(|| anyhow::anyhow!("this tract has no f32_to_f16 transform"))?;
+    transform.transform(model)
 }

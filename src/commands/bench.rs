@@ -34,7 +34,7 @@ pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     let several = engines.len() > 1;
     for kind in engines {
         let fallback = crate::models::engines::fallbacks_for(config, &model);
-        let backend = backend::choose(kind, &fallback, threads)?;
+        let backend = backend::choose(kind, &fallback, threads, config.inference.precision)?;
         match time(backend.as_ref(), &model, family, &img, args.runs) {
             Ok(t) => timed.push(t),
             // Comparing engines, one that cannot run the model is a finding, not a failure.

@@ -124,6 +124,14 @@ pub const KEYS: &[KeyDef] = &[
         help: "preferred inference backend: auto (tract or rten, measured per model at provision), tract, rten or tensorrt",
     },
     KeyDef {
+        name: "inference.precision",
+        kind: Kind::Str,
+        default: Some("f32"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "float width of tract's arithmetic: f32, or f16 (fast on Cortex-A76/A78 boards; checked against f32 in CI)",
+    },
+    KeyDef {
         name: "inference.fallback",
         kind: Kind::List,
         default: Some(""),

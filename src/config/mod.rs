@@ -16,7 +16,7 @@ pub use cameras::CameraEntry;
 pub use error::ConfigError;
 pub use layer::{Layer, Settings, Source, Value};
 pub use typed::{
-    parse_size, Annotate, BackendKind, Camera, Config, Download, Inference, Memory, PixelFormat, Provision, Roboflow, Run, Serve,
+    parse_size, Annotate, BackendKind, Camera, Precision, Config, Download, Inference, Memory, PixelFormat, Provision, Roboflow, Run, Serve,
     ServeProvision, Http, Sinks,
     Webhook,
 };

@@ -5,7 +5,7 @@
 use crate::backend::choice::{self, Measured};
 use crate::backend::InputInfo;
 use crate::cli::ModelArgs;
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, Precision};
 use crate::provision::cache::Cache;
 use crate::vision::families::Family;
 use crate::vision::image::RgbImage;
@@ -13,11 +13,43 @@ use crate::vision::preprocess::Preprocessor;
 
 use super::ResolvedModel;
 
-/// The engine `config` asks for, with "auto" resolved for this model.
-pub fn engine_for(config: &Config, model: &ResolvedModel) -> BackendKind {
+/// The engine `config` asks for, with "auto" resolved for this model, and the precision it runs
+/// at: f16 only where provisioning found the model's outputs survive it.
+pub fn engine_for(config: &Config, model: &ResolvedModel) -> (BackendKind, Precision) {
     let threads = config.inference.threads;
-    resolve(config.inference.backend, || match &model.sha256 {
-        None => {
+    let measured = model.sha256.as_ref().and_then(|sha| choice::load(&config.cache_dir, sha, threads));
+    let precision = match (config.inference.precision, &measured) {
+        (Precision::F32, _) => Precision::F32,
+        (Precision::F16, Some(Measured { f16: Some(half), .. })) if half.accepted => Precision::F16,
+        (Precision::F16, Some(Measured { f16: Some(half), .. })) => {
+            log::warn!(
+                "inference.precision = f16: {}'s outputs moved {:.1e} of their scale in f16 at provision (limit {:.0e}); \
+                 running it in f32",
+                model.path.display(),
+                half.difference,
+                choice::HALF_AGREEMENT
+            );
+            Precision::F32
+        }
+        (Precision::F16, _) if model.sha256.is_none() => {
+            log::warn!("inference.precision = f16: {} is a model file, run in f16 unchecked", model.path.display());
+            Precision::F16
+        }
+        (Precision::F16, _) => {
+            log::warn!(
+                "inference.precision = f16: {} was not checked in f16 yet (run `outpost provision`); running it in f32",
+                model.path.display()
+            );
+            Precision::F32
+        }
+    };
+    if precision == Precision::F16 && config.inference.backend == BackendKind::Auto {
+        // rten computes in f32 only; half precision is tract's.
+        log::info!("{}: tract in f16 (accepted at provision)", model.path.display());
+        return (BackendKind::Tract, precision);
+    }
+    let kind = resolve(config.inference.backend, || match (&model.sha256, measured) {
+        (None, _) => {
             log::info!(
                 "inference.backend = auto: {} is not a cached model, so it was never measured; running it on tract \
                  (`outpost bench` compares the engines)",
@@ -25,8 +57,7 @@ pub fn engine_for(config: &Config, model: &ResolvedModel) -> BackendKind {
             );
             None
         }
-        Some(sha) => {
-            let measured = choice::load(&config.cache_dir, sha, threads);
+        (Some(_), measured) => {
             match &measured {
                 Some(m) => log::info!("{}: engine {} ({}, at provision)", model.path.display(), m.engine, m.note),
                 None => log::info!(
@@ -36,7 +67,8 @@ pub fn engine_for(config: &Config, model: &ResolvedModel) -> BackendKind {
             }
             measured
         }
-    })
+    });
+    (kind, precision)
 }
 
 /// The fallbacks, with "auto" resolved like the preferred backend.
@@ -44,7 +76,7 @@ pub fn fallbacks_for(config: &Config, model: &ResolvedModel) -> Vec<BackendKind>
     let auto = config.inference.fallback.contains(&BackendKind::Auto).then(|| {
         let mut config = config.clone();
         config.inference.backend = BackendKind::Auto;
-        engine_for(&config, model)
+        engine_for(&config, model).0
     });
     config.inference.fallback.iter().map(|&kind| if kind == BackendKind::Auto { auto.unwrap_or(kind) } else { kind }).collect()
 }
@@ -70,7 +102,9 @@ pub fn measure_current(config: &Config) -> anyhow::Result<()> {
     let cache = Cache::new(&config.cache_dir);
     let Some(gen) = cache.current()? else { return Ok(()) };
     for record in &gen.models {
-        if choice::load(&config.cache_dir, &record.sha256, inference.threads).is_some() {
+        let recorded = choice::load(&config.cache_dir, &record.sha256, inference.threads);
+        // A record made before f16 was asked for lacks the half-precision check: measure again.
+        if recorded.is_some_and(|m| inference.precision == Precision::F32 || m.f16.is_some()) {
             continue;
         }
         log::info!("choosing the engine for `{}`: tract and rten, {} thread(s)", record.id, inference.threads);
@@ -78,11 +112,21 @@ pub fn measure_current(config: &Config) -> anyhow::Result<()> {
         let measured = super::resolve(config, &args).and_then(|model| {
             let family = model.family.unwrap_or(Family::Yolov8);
             let make_input = |info: &InputInfo| sample_input(family, model.input, info);
-            choice::measure(&model.path, inference.threads, &make_input)
+            choice::measure(&model.path, inference.threads, inference.precision == Precision::F16, &make_input)
         });
         match measured {
             Ok(m) => {
                 log::info!("`{}`: {} ({}; input {}x{})", record.id, m.engine, m.note, m.input[0], m.input[1]);
+                if let Some(half) = &m.f16 {
+                    log::info!(
+                        "`{}`: f16 {} (outputs within {:.1e} of f32, limit {:.0e}; tract f16 {:.1} ms)",
+                        record.id,
+                        if half.accepted { "accepted" } else { "refused: f32 it is" },
+                        half.difference,
+                        choice::HALF_AGREEMENT,
+                        half.tract_f16_ms
+                    );
+                }
                 if let Err(e) = choice::save(&config.cache_dir, &record.sha256, &m) {
                     log::warn!("`{}`: cannot record the engine choice: {e}", record.id);
                 }

@@ -73,8 +73,8 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
 pub fn load_detector(config: &Config, args: &ModelArgs) -> anyhow::Result<Detector> {
     let model = resolve(config, args)?;
     let inference = &config.inference;
-    let engine = engines::engine_for(config, &model);
-    let backend = backend::choose(engine, &engines::fallbacks_for(config, &model), inference.threads)?;
+    let (engine, precision) = engines::engine_for(config, &model);
+    let backend = backend::choose(engine, &engines::fallbacks_for(config, &model), inference.threads, precision)?;
     let session = backend.prepare(&model.path)?;
     let mut detector = Detector::new(session, model.family, model.input, model.classes);
     detector.resize = model.resize;
