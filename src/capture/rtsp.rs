@@ -258,13 +258,19 @@ fn one_line(text: &str) -> String {
 /// retina's errors, with what to do for the common ones.
 fn explain(error: &str) -> String {
     let error = &one_line(error);
-    if error.contains("401") {
-        format!("{error}: the camera refused the credentials (check the user name and password)")
-    } else if error.contains("404") {
-        format!("{error}: no such stream path on the camera")
-    } else {
-        error.to_string()
+    match response_status(error) {
+        Some(401) => format!("{error}: the camera refused the credentials (check the user name and password)"),
+        Some(404) => format!("{error}: no such stream path on the camera"),
+        _ => error.to_string(),
     }
+}
+
+/// The status of retina's "NNN response to METHOD" errors. Looked up by that phrase, not by
+/// the digits alone: the same message names ports and addresses ("127.0.0.1:40127").
+fn response_status(error: &str) -> Option<u16> {
+    let (before, _) = error.split_once(" response to ")?;
+    let code = before.rsplit(|c: char| !c.is_ascii_digit()).next()?;
+    if code.len() == 3 { code.parse().ok() } else { None }
 }
 
 impl Source for RtspSource {
@@ -370,5 +376,16 @@ mod tests {
         assert!(e.contains("rtsps://") && !e.contains("secretpw"), "{e}");
         let e = Target::parse(&Secret::new("rtsp://u:secretpw@[bad/x"), &camera("", None)).err().unwrap();
         assert!(e.contains("not a valid URL") && !e.contains("secretpw"), "{e}");
+    }
+
+    #[test]
+    fn statuses_are_read_from_the_response_phrase_not_from_port_numbers() {
+        let not_found = "404 response to DESCRIBE CSeq=1: Unexpected RTSP response status\n\
+                         conn: 127.0.0.1:51186(me)->127.0.0.1:40127@2026-11-27T17:37:25Z";
+        assert!(explain(not_found).ends_with("no such stream path on the camera"), "{}", explain(not_found));
+        let refused = "401 response to DESCRIBE CSeq=2: Unauthorized\nconn: 127.0.0.1:4044(me)->127.0.0.1:554";
+        assert!(explain(refused).ends_with("check the user name and password)"));
+        let other = "connection refused; conn: 127.0.0.1:40401";
+        assert_eq!(explain(other), other);
     }
 }
