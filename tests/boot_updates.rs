@@ -5,32 +5,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use support::http::{payload, sha256_hex};
-use support::{fixtures, run, Run, Sandbox};
+use support::{fixtures, run, Run, Unit};
 
 const CENTERFACE_SHA: &str = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc";
 
-struct Unit {
-    sandbox: Sandbox,
-}
-
 impl Unit {
-    fn new() -> Unit {
-        Unit { sandbox: Sandbox::new() }
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.sandbox.path().join("cache")
-    }
-
-    fn outpost(&self) -> Command {
-        let mut cmd = self.sandbox.outpost();
-        cmd.env("OUTPOST_BOARD", "x86_64-dev").env("OUTPOST_CACHE_DIR", self.cache());
-        cmd
-    }
-
     fn provision(&self, manifest: &Path, extra: &[&str]) -> Run {
         run(self.outpost().arg("provision").arg("--manifest").arg(manifest).args(extra))
     }

@@ -3,26 +3,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use support::http::{payload, serve_file, sha256_hex, Server};
-use support::{run, Run, Sandbox};
-
-struct Unit {
-    sandbox: Sandbox,
-}
+use support::{run, Run, Unit};
 
 impl Unit {
-    fn new() -> Unit {
-        Unit { sandbox: Sandbox::new() }
-    }
-
-    fn outpost(&self) -> Command {
-        let mut cmd = self.sandbox.outpost();
-        cmd.env("OUTPOST_BOARD", "x86_64-dev").env("OUTPOST_CACHE_DIR", self.sandbox.path().join("cache"));
-        cmd
-    }
-
     fn cmd(&self, args: &[&str], path: &Path) -> Run {
         run(self.outpost().args(args).arg(path))
     }

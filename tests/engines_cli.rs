@@ -9,27 +9,16 @@ use std::process::Command;
 
 use serde_json::Value;
 use support::http::sha256_hex;
-use support::{fixtures, run, Run, Sandbox};
+use support::{fixtures, run, Run, Unit};
 
 const YOLO_SHA: &str = "3253521fc48bd22321314883dda29147b64e3e5ecef5b6b06e4c9dd82ee47b87";
 const FACES_SHA: &str = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc";
 
-struct Unit {
-    sandbox: Sandbox,
-}
-
 impl Unit {
-    fn new() -> Unit {
-        Unit { sandbox: Sandbox::new() }
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.sandbox.path().join("cache")
-    }
-
-    fn outpost(&self) -> Command {
-        let mut cmd = self.sandbox.outpost();
-        cmd.env("OUTPOST_BOARD", "x86_64-dev").env("OUTPOST_CACHE_DIR", self.cache()).env("OUTPOST_INFERENCE_THREADS", "1");
+    /// `outpost` on one inference thread (records are per thread count).
+    fn one_thread(&self) -> Command {
+        let mut cmd = self.outpost();
+        cmd.env("OUTPOST_INFERENCE_THREADS", "1");
         cmd
     }
 
@@ -49,7 +38,7 @@ impl Unit {
     }
 
     fn provision(&self, manifest: &Path) -> Run {
-        let out = run(self.outpost().arg("provision").arg("--manifest").arg(manifest));
+        let out = run(self.one_thread().arg("provision").arg("--manifest").arg(manifest));
         assert_eq!(out.code, 0, "{}", out.stderr);
         out
     }
@@ -81,10 +70,10 @@ fn provision_measures_both_engines_and_detect_uses_the_record() {
 
     let engine = unit.record(YOLO_SHA).unwrap()["engine"].as_str().unwrap().to_string();
     let image = fixtures().join("images/chelsea.png");
-    let detect = run(unit.outpost().args(["detect", "--model", "yolo"]).arg(&image));
+    let detect = run(unit.one_thread().args(["detect", "--model", "yolo"]).arg(&image));
     assert_eq!(detect.code, 0, "{}", detect.stderr);
     assert!(detect.stderr.contains(&format!("engine {engine} (")), "{}", detect.stderr);
-    let bench = run(unit.outpost().args(["bench", "--model", "yolo", "--runs", "1"]));
+    let bench = run(unit.one_thread().args(["bench", "--model", "yolo", "--runs", "1"]));
     assert_eq!(bench.code, 0, "{}", bench.stderr);
     let report: Value = serde_json::from_str(bench.stdout.trim()).unwrap();
     assert_eq!(report["backend"], engine.as_str());
@@ -99,7 +88,7 @@ fn forced_engines_detect_the_same_objects() {
     let image = fixtures().join("images/chelsea.png");
     let model = fixtures().join("yolov8n_random.onnx");
     let detections = |engine: &str| -> Vec<(String, [f64; 4])> {
-        let out = run(unit.outpost().env("OUTPOST_INFERENCE_BACKEND", engine).args(["detect", "--model-file"]).arg(&model).arg(&image));
+        let out = run(unit.one_thread().env("OUTPOST_INFERENCE_BACKEND", engine).args(["detect", "--model-file"]).arg(&model).arg(&image));
         assert_eq!(out.code, 0, "{engine}: {}", out.stderr);
         assert!(out.stderr.contains(&format!("into {engine}")) || engine == "tract", "{}", out.stderr);
         let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
@@ -127,7 +116,7 @@ fn gc_drops_the_records_of_models_no_generation_keeps() {
     // gc keeps the current generation and the one before: two newer ones without yolo.
     unit.provision(&unit.manifest(2, false));
     unit.provision(&unit.manifest(3, false));
-    let gc = run(unit.outpost().args(["cache", "gc"]));
+    let gc = run(unit.one_thread().args(["cache", "gc"]));
     assert_eq!(gc.code, 0, "{}", gc.stderr);
     assert!(unit.record(YOLO_SHA).is_none(), "yolo's record outlived its blob");
     assert!(unit.record(FACES_SHA).is_some(), "faces is still cached");
@@ -136,7 +125,7 @@ fn gc_drops_the_records_of_models_no_generation_keeps() {
 #[test]
 fn an_unknown_backend_is_a_configuration_error_naming_the_choices() {
     let unit = Unit::new();
-    let out = run(unit.outpost().env("OUTPOST_INFERENCE_BACKEND", "onnx").args(["config"]));
+    let out = run(unit.one_thread().env("OUTPOST_INFERENCE_BACKEND", "onnx").args(["config"]));
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("use auto, tract, rten or tensorrt"), "{}", out.stderr);
 }
@@ -157,7 +146,7 @@ fn f16_is_used_only_for_models_whose_outputs_survive_it() {
     let (colour_sha, colour) = model("colour", "crafted/colour_classifier.onnx", "classification");
     let (detr_sha, detr) = model("detr", "rfdetr_random.onnx", "detr");
     let manifest = unit.sandbox.write("f16.toml", &format!("version = 1\n{colour}{detr}"));
-    let out = run(unit.outpost().env("OUTPOST_INFERENCE_PRECISION", "f16").arg("provision").arg("--manifest").arg(&manifest));
+    let out = run(unit.one_thread().env("OUTPOST_INFERENCE_PRECISION", "f16").arg("provision").arg("--manifest").arg(&manifest));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let colour_half = &unit.record(&colour_sha).unwrap()["f16"];
     assert_eq!(colour_half["accepted"], true, "{colour_half}");
@@ -166,10 +155,10 @@ fn f16_is_used_only_for_models_whose_outputs_survive_it() {
     let detr_half = &unit.record(&detr_sha).unwrap()["f16"];
     assert_eq!(detr_half["accepted"], false, "{detr_half}");
     let image = fixtures().join("images/chelsea.png");
-    let detect = run(unit.outpost().env("OUTPOST_INFERENCE_PRECISION", "f16").args(["detect", "--model", "detr"]).arg(&image));
+    let detect = run(unit.one_thread().env("OUTPOST_INFERENCE_PRECISION", "f16").args(["detect", "--model", "detr"]).arg(&image));
     assert_eq!(detect.code, 0, "{}", detect.stderr);
     assert!(detect.stderr.contains("in f16 at provision (limit 1e-2); running it in f32"), "{}", detect.stderr);
-    let detect = run(unit.outpost().env("OUTPOST_INFERENCE_PRECISION", "f16").args(["detect", "--model", "colour"]).arg(&image));
+    let detect = run(unit.one_thread().env("OUTPOST_INFERENCE_PRECISION", "f16").args(["detect", "--model", "colour"]).arg(&image));
     assert_eq!(detect.code, 0, "{}", detect.stderr);
     assert!(detect.stderr.contains("tract in f16 (accepted at provision)"), "{}", detect.stderr);
 }

@@ -144,6 +144,36 @@ fn dir_source_gives_the_detections_of_detect() {
 }
 
 #[test]
+fn overlap_prepares_the_next_frame_while_the_model_runs_and_changes_no_answer() {
+    let s = faces_sandbox();
+    let names = ["astronaut.png", "coffee.png", "chelsea.png", "astronaut.png", "coffee.png", "chelsea.png"];
+    let dir = images_dir(&s, &names);
+    let source = format!("dir:{}", dir.display());
+    let answers = |out: &support::Run| -> Vec<Value> {
+        out.stdout
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                serde_json::json!([v["frame_id"], v["image"], boxes(&v)])
+            })
+            .collect()
+    };
+    // One engine thread, so on two cores the preparing has a core of its own.
+    let on = run(&mut outpost_run(&s, &source, &["run.model=faces", "inference.threads=1", "run.overlap=true"]));
+    assert_eq!(on.code, 0, "{}", on.stderr);
+    let off = run(&mut outpost_run(&s, &source, &["run.model=faces", "inference.threads=1", "run.overlap=false"]));
+    assert_eq!(off.code, 0, "{}", off.stderr);
+    assert_eq!(answers(&on), answers(&off), "overlapping must not change any answer or their order");
+    assert_eq!(answers(&on).len(), names.len());
+    assert_eq!(summary_value(&off.stderr, "overlapped"), 0, "{}", off.stderr);
+    // The folder hands over its next image as soon as the last is taken, so each frame after
+    // the first can be prepared while the model runs the one before (a stalled reader can
+    // cost one or two).
+    let overlapped = summary_value(&on.stderr, "overlapped");
+    assert!(overlapped >= names.len() as u64 - 3, "{overlapped} of {} overlapped:\n{}", names.len(), on.stderr);
+}
+
+#[test]
 fn sigterm_finishes_the_frame_and_exits_zero() {
     let s = faces_sandbox();
     let dir = images_dir(&s, &["astronaut.png", "coffee.png"]);

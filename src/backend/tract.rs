@@ -63,11 +63,12 @@ impl Backend for Tract {
     }
 }
 
+/// tract's executor is process-wide: set on every load, so a one-thread session after a
+/// multi-thread one (`outpost bench`'s speed-up figure) really runs on one thread.
 #[cfg(feature = "multithread")]
 fn use_threads(threads: usize) {
-    if threads > 1 {
-        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
-    }
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    set_default_executor(if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread });
 }
 
 #[cfg(not(feature = "multithread"))]

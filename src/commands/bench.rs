@@ -2,6 +2,8 @@
 //! median and p90 of repeated runs on one prepared input (inference only, as onnxruntime is
 //! timed by scripts/bench-inference.sh). Prints one JSON line. With `inference.backend = "auto"`
 //! both pure-Rust engines are timed (`engines`), and the top level reports the one auto runs.
+//! With more than one thread, the chosen engine is also timed on one (`single_thread_median_ms`,
+//! `speedup`), so a board's owner sees what the threads buy.
 
 use std::time::Instant;
 
@@ -32,9 +34,10 @@ pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     };
     let (mut timed, mut failed) = (Vec::new(), Vec::new());
     let several = engines.len() > 1;
+    let fallbacks = crate::models::engines::engines_for(config, &model).fallbacks;
+    let precision = config.inference.precision;
     for kind in engines {
-        let fallback = crate::models::engines::fallbacks_for(config, &model);
-        let backend = backend::choose(kind, &fallback, threads, config.inference.precision)?;
+        let backend = backend::choose(kind, &fallbacks, threads, precision)?;
         match time(backend.as_ref(), &model, family, &img, args.runs) {
             Ok(t) => timed.push(t),
             // Comparing engines, one that cannot run the model is a finding, not a failure.
@@ -65,6 +68,13 @@ pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
             None => "the faster here (not a cached model, or not measured yet)".to_string(),
         }
         .into();
+    }
+    if threads > 1 {
+        // What the threads buy: the same engine on one thread, same input.
+        let kind = best.backend.parse().unwrap_or(BackendKind::Tract);
+        let single = time(backend::choose(kind, &fallbacks, 1, precision)?.as_ref(), &model, family, &img, args.runs)?;
+        report["single_thread_median_ms"] = single.median_ms.into();
+        report["speedup"] = ((single.median_ms / best.median_ms * 100.0).round() / 100.0).into();
     }
     if args.profile {
         report["profile"] = profile(best.session.as_mut(), &best.input, best.height, best.width, args.runs)?;

@@ -10,7 +10,7 @@ pub fn run(global: &Global, args: &DetectArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
     let mut detector = load_detector(&loaded.config, &args.model)?;
     let defaults = Thresholds::default();
-    detector.thresholds = Thresholds {
+    detector.codec.thresholds = Thresholds {
         confidence: args.confidence.unwrap_or(defaults.confidence),
         iou: args.iou.unwrap_or(defaults.iou),
         max_detections: args.max_detections.unwrap_or(defaults.max_detections),

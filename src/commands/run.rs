@@ -125,6 +125,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         reopen: config.camera.reopen,
         stop_timeout: config.run.stop_timeout,
         fail_after: config.run.fail_after,
+        overlap: config.run.overlap,
         publish: live.as_ref().map(|l| (l.stats.clone(), l.cameras.clone())),
     };
     let outcome = pipeline::run(feeds, sinks, &pipeline_opts, &stop, &mut notifier)?;

@@ -340,6 +340,14 @@ pub const KEYS: &[KeyDef] = &[
         help: "video files play at their own frame rate (false: as fast as inference takes them)",
     },
     KeyDef {
+        name: "run.overlap",
+        kind: Kind::Bool,
+        default: Some("true"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "prepare the next frame and decode the last while the model runs (false: one frame at a time)",
+    },
+    KeyDef {
         name: "run.source",
         kind: Kind::Str,
         default: Some(""),

@@ -102,6 +102,8 @@ pub struct Run {
     pub looped: bool,
     /// Video files play at their own frame rate; false = as fast as inference takes frames.
     pub realtime: bool,
+    /// Prepare the next frame and decode the last while the model runs.
+    pub overlap: bool,
     /// Empty = the cache's only model.
     pub model: String,
     pub input: Option<[u32; 2]>,
@@ -310,6 +312,7 @@ impl Config {
                 },
                 looped: boolean(s, "run.loop")?,
                 realtime: boolean(s, "run.realtime")?,
+                overlap: boolean(s, "run.overlap")?,
                 model: string(s, "run.model")?,
                 input: match string(s, "run.input")?.as_str() {
                     "" => None,

@@ -316,6 +316,11 @@ impl LiveView {
             counter("outpost_capture_errors_total", "Capture or device errors.", s.capture_errors),
             counter("outpost_frame_errors_total", "Frames that failed conversion or inference.", s.frame_errors),
             counter("outpost_sink_errors_total", "Sink writes that failed.", s.sink_errors),
+            counter(
+                "outpost_frames_overlapped_total",
+                "Frames prepared while the model ran the previous one (run.overlap).",
+                s.overlapped,
+            ),
             ("outpost_models_loaded", "Models held in memory.", Kind::Gauge, 1.0),
             ("outpost_cache_generation", "The model cache's generation in use.", Kind::Gauge, live.generation as f64),
             ("outpost_process_resident_bytes", "Resident memory of this process.", Kind::Gauge, metrics::rss_bytes() as f64),

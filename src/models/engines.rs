@@ -13,12 +13,38 @@ use crate::vision::preprocess::Preprocessor;
 
 use super::ResolvedModel;
 
-/// The engine `config` asks for, with "auto" resolved for this model, and the precision it runs
-/// at: f16 only where provisioning found the model's outputs survive it.
-pub fn engine_for(config: &Config, model: &ResolvedModel) -> (BackendKind, Precision) {
-    let threads = config.inference.threads;
+/// The engines a model runs on, with "auto" resolved from provisioning's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Engines {
+    pub preferred: BackendKind,
+    /// Tried in order when the preferred one cannot run here.
+    pub fallbacks: Vec<BackendKind>,
+    /// f16 only where provisioning found the model's outputs survive it.
+    pub precision: Precision,
+}
+
+/// The engines `config` asks for, with "auto" resolved for this model (the record is read, and
+/// the choice logged, once), and the precision it runs at.
+pub fn engines_for(config: &Config, model: &ResolvedModel) -> Engines {
+    let inference = &config.inference;
+    let threads = inference.threads;
     let measured = model.sha256.as_ref().and_then(|sha| choice::load(&config.cache_dir, sha, threads));
-    let precision = match (config.inference.precision, &measured) {
+    let precision = precision_for(inference.precision, model, measured.as_ref());
+    let wants_auto = inference.backend == BackendKind::Auto || inference.fallback.contains(&BackendKind::Auto);
+    let auto = wants_auto.then(|| auto_engine(model, measured, precision, threads));
+    let resolve = |kind: BackendKind| match (kind, auto) {
+        (BackendKind::Auto, Some(engine)) => engine,
+        (kind, _) => kind,
+    };
+    Engines {
+        preferred: resolve(inference.backend),
+        fallbacks: inference.fallback.iter().map(|&kind| resolve(kind)).collect(),
+        precision,
+    }
+}
+
+fn precision_for(wanted: Precision, model: &ResolvedModel, measured: Option<&Measured>) -> Precision {
+    match (wanted, measured) {
         (Precision::F32, _) => Precision::F32,
         (Precision::F16, Some(Measured { f16: Some(half), .. })) if half.accepted => Precision::F16,
         (Precision::F16, Some(Measured { f16: Some(half), .. })) => {
@@ -42,52 +68,40 @@ pub fn engine_for(config: &Config, model: &ResolvedModel) -> (BackendKind, Preci
             );
             Precision::F32
         }
-    };
-    if precision == Precision::F16 && config.inference.backend == BackendKind::Auto {
+    }
+}
+
+/// What "auto" means for this model: the engine provisioning measured faster, else tract.
+fn auto_engine(model: &ResolvedModel, measured: Option<Measured>, precision: Precision, threads: usize) -> BackendKind {
+    if precision == Precision::F16 {
         // rten computes in f32 only; half precision is tract's.
         log::info!("{}: tract in f16 (accepted at provision)", model.path.display());
-        return (BackendKind::Tract, precision);
+        return BackendKind::Tract;
     }
-    let kind = resolve(config.inference.backend, || match (&model.sha256, measured) {
+    match (&model.sha256, measured) {
         (None, _) => {
             log::info!(
                 "inference.backend = auto: {} is not a cached model, so it was never measured; running it on tract \
                  (`outpost bench` compares the engines)",
                 model.path.display()
             );
-            None
+            BackendKind::Tract
         }
-        (Some(_), measured) => {
-            match &measured {
-                Some(m) => log::info!("{}: engine {} ({}, at provision)", model.path.display(), m.engine, m.note),
-                None => log::info!(
-                    "{}: no engine measurement at {threads} thread(s) yet; tract until the next `outpost provision`",
-                    model.path.display()
-                ),
+        (Some(_), None) => {
+            log::info!(
+                "{}: no engine measurement at {threads} thread(s) yet; tract until the next `outpost provision`",
+                model.path.display()
+            );
+            BackendKind::Tract
+        }
+        (Some(_), Some(m)) => {
+            log::info!("{}: engine {} ({}, at provision)", model.path.display(), m.engine, m.note);
+            if m.engine == "rten" {
+                BackendKind::Rten
+            } else {
+                BackendKind::Tract
             }
-            measured
         }
-    });
-    (kind, precision)
-}
-
-/// The fallbacks, with "auto" resolved like the preferred backend.
-pub fn fallbacks_for(config: &Config, model: &ResolvedModel) -> Vec<BackendKind> {
-    let auto = config.inference.fallback.contains(&BackendKind::Auto).then(|| {
-        let mut config = config.clone();
-        config.inference.backend = BackendKind::Auto;
-        engine_for(&config, model).0
-    });
-    config.inference.fallback.iter().map(|&kind| if kind == BackendKind::Auto { auto.unwrap_or(kind) } else { kind }).collect()
-}
-
-fn resolve(kind: BackendKind, measured: impl FnOnce() -> Option<Measured>) -> BackendKind {
-    if kind != BackendKind::Auto {
-        return kind;
-    }
-    match measured() {
-        Some(m) if m.engine == "rten" => BackendKind::Rten,
-        _ => BackendKind::Tract,
     }
 }
 

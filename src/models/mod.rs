@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::backend;
 use crate::cli::ModelArgs;
 use crate::config::Config;
-use crate::detector::Detector;
+use crate::detector::{Detector, Spec};
 use crate::exit::{Exit, Failure};
 use crate::provision::cache::{Cache, Generation, ModelRecord};
 use crate::vision::environment;
@@ -73,12 +73,11 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
 pub fn load_detector(config: &Config, args: &ModelArgs) -> anyhow::Result<Detector> {
     let model = resolve(config, args)?;
     let inference = &config.inference;
-    let (engine, precision) = engines::engine_for(config, &model);
-    let backend = backend::choose(engine, &engines::fallbacks_for(config, &model), inference.threads, precision)?;
+    let engines = engines::engines_for(config, &model);
+    let backend = backend::choose(engines.preferred, &engines.fallbacks, inference.threads, engines.precision)?;
     let session = backend.prepare(&model.path)?;
-    let mut detector = Detector::new(session, model.family, model.input, model.classes);
-    detector.resize = model.resize;
-    Ok(detector)
+    let spec = Spec { family: model.family, size: model.input, classes: model.classes, resize: model.resize, fixed: None };
+    Ok(Detector::new(session, spec))
 }
 
 /// The record a client's model id names: the manifest id (`faces`), or for a `roboflow:` source

@@ -6,16 +6,19 @@
 //! Each model runs on its own worker thread, which owns its detector: requests hand it their
 //! image and wait for the answer. The backend's working memory (tensors of tens of MB) is then
 //! allocated by one thread per model, not by every connection thread in turn: with per-thread
-//! allocator arenas the latter grew a 16-client server past 1.3 GB.
+//! allocator arenas the latter grew a 16-client server past 1.3 GB. `run`'s workers instead
+//! prepare and decode on their own thread with a [`Codec`] and hand the worker only the input
+//! tensor ([`LoadedModel::submit`]), so their next frame is prepared while the model runs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::backend::Output;
 use crate::cli::ModelArgs;
 use crate::config::Config;
-use crate::detector::{Detector, Response, StageTimes};
+use crate::detector::{Codec, Detector, Meta, Prepared, Response, Spec, StageTimes};
 use crate::provision::cache::Cache;
 use crate::provision::roboflow::ResolveError;
 use crate::vision::detection::Thresholds;
@@ -46,6 +49,10 @@ pub struct LoadedModel {
     /// `[width, height]` the model takes, when fixed (for clients that downsize before sending).
     pub input: Option<[u32; 2]>,
     pub load_time: Duration,
+    /// The model's family (settled by the first run) and input plan, for callers that prepare
+    /// images and decode outputs on their own thread ([`LoadedModel::codec`]).
+    spec: Spec,
+    family: Family,
     /// The worker's inbox; it ends when the last handle to the model goes.
     jobs: mpsc::Sender<Job>,
     /// Requests running or waiting on this model.
@@ -69,44 +76,119 @@ impl LoadedModel {
     }
 
     /// [`LoadedModel::infer`] with where the time went; the image always comes back (a camera's
-    /// frame buffer is reused whatever the outcome), unless the worker died.
+    /// frame buffer is reused whatever the outcome), unless the worker died. The whole image's
+    /// work runs on the model's thread, so its buffers exist once per model, not per client.
     pub fn infer_timed(
         &self,
         img: RgbImage,
         thresholds: Thresholds,
     ) -> (Result<(Response, StageTimes), InferError>, RgbImage) {
-        let ahead = self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let _leave = Leave(&self.in_flight);
-        // `ahead` counts the running request too: the queue is what waits behind it.
-        if ahead > self.queue {
-            return (Err(InferError::QueueFull), img);
-        }
-        let stopped = || InferError::Failed(anyhow::anyhow!("model `{}`: its worker thread stopped", self.id));
+        let _leave = match self.enter() {
+            Ok(leave) => leave,
+            Err(e) => return (Err(e), img),
+        };
         let (reply, answer) = mpsc::channel();
-        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { img, thresholds, reply }) {
-            return (Err(stopped()), job.img);
+        if let Err(mpsc::SendError(Job::Image { img, .. })) = self.jobs.send(Job::Image { img, thresholds, reply }) {
+            return (Err(self.stopped()), img);
         }
         match answer.recv() {
             Ok((result, img)) => (result.map_err(InferError::Failed), img),
-            Err(_) => (Err(stopped()), RgbImage::new(0, 0, Vec::new())),
+            Err(_) => (Err(self.stopped()), RgbImage::new(0, 0, Vec::new())),
         }
+    }
+
+    /// A [`Codec`] for this model, to prepare images and decode outputs on the caller's thread
+    /// around [`LoadedModel::submit`].
+    pub fn codec(&self) -> Codec {
+        Codec::new(self.spec.clone())
+    }
+
+    /// The family images are prepared for ([`Codec::prepare`]).
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Hands a prepared input to the model and returns at once; [`Pending::wait`] gives the
+    /// outputs. Counts against the queue like [`LoadedModel::infer`]. On refusal the input's
+    /// buffer comes back.
+    pub fn submit(&self, prepared: Prepared) -> Result<Pending<'_>, (InferError, Vec<f32>)> {
+        let leave = match self.enter() {
+            Ok(leave) => leave,
+            Err(e) => return Err((e, prepared.data)),
+        };
+        let (reply, answer) = mpsc::channel();
+        let Prepared { data, meta } = prepared;
+        let (width, height) = meta.input;
+        if let Err(mpsc::SendError(Job::Tensor { data, .. })) =
+            self.jobs.send(Job::Tensor { data, width, height, reply })
+        {
+            return Err((self.stopped(), data));
+        }
+        Ok(Pending { model: self, answer, meta, _leave: leave })
     }
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    /// Takes a place in the queue, or says it is full.
+    fn enter(&self) -> Result<Leave<'_>, InferError> {
+        let ahead = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let leave = Leave(&self.in_flight);
+        // `ahead` counts the running request too: the queue is what waits behind it.
+        if ahead > self.queue {
+            return Err(InferError::QueueFull);
+        }
+        Ok(leave)
+    }
+
+    fn stopped(&self) -> InferError {
+        InferError::Failed(anyhow::anyhow!("model `{}`: its worker thread stopped", self.id))
+    }
 }
 
-struct Job {
-    img: RgbImage,
-    thresholds: Thresholds,
-    reply: mpsc::Sender<(anyhow::Result<(Response, StageTimes)>, RgbImage)>,
+/// A prepared input the model is running or will run next.
+pub struct Pending<'a> {
+    model: &'a LoadedModel,
+    answer: mpsc::Receiver<Ran>,
+    pub meta: Meta,
+    _leave: Leave<'a>,
+}
+
+/// A submitted input's outputs, and how long the engine took.
+pub type Outputs = Result<(Vec<Output>, Duration), InferError>;
+
+/// The engine's answer to a [`Job::Tensor`]: its outputs, the input's buffer (for reuse) and how
+/// long the engine took.
+type Ran = (anyhow::Result<Vec<Output>>, Vec<f32>, Duration);
+
+impl Pending<'_> {
+    /// Waits for the outputs; the input buffer comes back either way (empty if the worker died).
+    pub fn wait(self) -> (Outputs, Vec<f32>, Meta) {
+        match self.answer.recv() {
+            Ok((outputs, data, took)) => (outputs.map(|o| (o, took)).map_err(InferError::Failed), data, self.meta),
+            Err(_) => (Err(self.model.stopped()), Vec::new(), self.meta),
+        }
+    }
+}
+
+enum Job {
+    /// An image, prepared, run and decoded on the model's thread.
+    Image {
+        img: RgbImage,
+        thresholds: Thresholds,
+        reply: mpsc::Sender<(anyhow::Result<(Response, StageTimes)>, RgbImage)>,
+    },
+    /// An input the caller prepared: only the engine runs here.
+    Tensor { data: Vec<f32>, width: u32, height: u32, reply: mpsc::Sender<Ran> },
 }
 
 /// What the worker reports once its first run is done.
 struct Warmed {
     task: Task,
     input: Option<[u32; 2]>,
+    spec: Spec,
+    family: Family,
 }
 
 /// Starts `id`'s worker: one run on a grey image first (it settles the family when the manifest
@@ -119,23 +201,36 @@ fn spawn_worker(id: &str, mut detector: Detector) -> anyhow::Result<(mpsc::Sende
     std::thread::Builder::new().name(format!("model {id}")).spawn(move || {
         let [w, h] = detector.input_size().unwrap_or([640, 640]);
         let first = detector.infer(&RgbImage::new(w, h, vec![114; w as usize * h as usize * 3]));
-        let task = match detector.family() {
-            Some(Family::Classification) => Task::Classification,
-            _ => Task::ObjectDetection,
-        };
-        let report = first.map(|_| Warmed { task, input: detector.input_size() });
+        let report = first.and_then(|_| {
+            let family = detector.family().ok_or_else(|| anyhow::anyhow!("the model's family is not settled"))?;
+            let task = match family {
+                Family::Classification => Task::Classification,
+                _ => Task::ObjectDetection,
+            };
+            Ok(Warmed { task, input: detector.input_size(), spec: detector.codec.spec.clone(), family })
+        });
         let failed = report.is_err();
         let _ = ready.send(report.map_err(|e| anyhow::anyhow!("model `{name}`: first run failed: {e:#}")));
         if failed {
             return;
         }
         for job in inbox {
-            detector.thresholds = job.thresholds;
-            let result = detector.infer(&job.img).map(|r| (r, detector.last));
-            let _ = job.reply.send((result, job.img));
+            match job {
+                Job::Image { img, thresholds, reply } => {
+                    detector.codec.thresholds = thresholds;
+                    let result = detector.infer(&img).map(|r| (r, detector.last));
+                    let _ = reply.send((result, img));
+                }
+                Job::Tensor { data, width, height, reply } => {
+                    let started = Instant::now();
+                    let outputs = detector.run_prepared(&data, height, width);
+                    let _ = reply.send((outputs, data, started.elapsed()));
+                }
+            }
         }
     })?;
-    let warmed = warmed.recv().map_err(|_| anyhow::anyhow!("model `{id}`: its worker thread stopped while loading"))??;
+    let warmed =
+        warmed.recv().map_err(|_| anyhow::anyhow!("model `{id}`: its worker thread stopped while loading"))??;
     Ok((jobs, warmed))
 }
 
@@ -302,7 +397,13 @@ impl Registry {
         Ok(model)
     }
 
-    fn provision(&self, requested: &str, key: Option<&str>, provision: &Provisioner, why: &str) -> Result<(), LoadError> {
+    fn provision(
+        &self,
+        requested: &str,
+        key: Option<&str>,
+        provision: &Provisioner,
+        why: &str,
+    ) -> Result<(), LoadError> {
         let marker = format!("provisioning:{requested}");
         {
             let mut state = self.state();
@@ -321,9 +422,9 @@ impl Registry {
                 Some(ResolveError::KeyMissing) => {
                     LoadError::KeyRequired(format!("model `{requested}` is not in the cache and {cause}"))
                 }
-                Some(ResolveError::KeyRejected { .. }) => {
-                    LoadError::KeyRejected(format!("model `{requested}` is not in the cache and Roboflow rejected the API key"))
-                }
+                Some(ResolveError::KeyRejected { .. }) => LoadError::KeyRejected(format!(
+                    "model `{requested}` is not in the cache and Roboflow rejected the API key"
+                )),
                 _ => LoadError::Unknown(format!("{why}; provisioning it failed: {cause}")),
             }
         })
@@ -363,6 +464,8 @@ impl Registry {
             task: warmed.task,
             input: warmed.input,
             load_time: started.elapsed(),
+            spec: warmed.spec,
+            family: warmed.family,
             jobs,
             in_flight: AtomicUsize::new(0),
             queue: self.queue,

@@ -49,6 +49,8 @@ pub struct Options {
     /// Every frame failing (inference or decoding) for this long ends the run with an error, so
     /// a unit that outputs nothing is not reported healthy; zero = never.
     pub fail_after: Duration,
+    /// Prepare each camera's next frame and decode the last while the model runs.
+    pub overlap: bool,
     /// Where the counters are published (the live view's /metrics): the total, per camera.
     pub publish: Option<(Arc<Mutex<Stats>>, Arc<Mutex<Vec<(String, Stats)>>>)>,
 }
@@ -78,6 +80,7 @@ pub fn run(
         limit: opts.frames,
         done: AtomicBool::new(false),
         first: Mutex::new(None),
+        overlap: opts.overlap,
     });
     let names: Vec<String> = feeds.iter().map(|f| f.source.name().to_string()).collect();
     let mut lanes = Vec::new();

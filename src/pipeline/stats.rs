@@ -64,6 +64,8 @@ pub struct Stats {
     pub sink_errors: u64,
     /// Frames the webhook had no room for.
     pub webhook_dropped: u64,
+    /// Frames prepared while the model ran the one before (`run.overlap`).
+    pub overlapped: u64,
     pub stages: [Timing; 6],
 }
 
@@ -76,7 +78,7 @@ impl Stats {
     pub fn line(&self, elapsed: Duration) -> String {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let mut out = format!(
-            "frames_captured={} frames_processed={} frames_dropped={} fps={:.2} capture_errors={} frame_errors={} sink_errors={} webhook_dropped={}",
+            "frames_captured={} frames_processed={} frames_dropped={} fps={:.2} capture_errors={} frame_errors={} sink_errors={} webhook_dropped={} overlapped={}",
             self.captured,
             self.processed,
             self.dropped,
@@ -85,6 +87,7 @@ impl Stats {
             self.frame_errors,
             self.sink_errors,
             self.webhook_dropped,
+            self.overlapped,
         );
         for (name, t) in STAGE_NAMES.iter().zip(&self.stages) {
             let _ = write!(
@@ -106,6 +109,7 @@ impl Stats {
         self.frame_errors += other.frame_errors;
         self.sink_errors += other.sink_errors;
         self.webhook_dropped += other.webhook_dropped;
+        self.overlapped += other.overlapped;
         for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
             mine.merge(theirs);
         }
@@ -121,6 +125,7 @@ impl Stats {
         d.frame_errors -= earlier.frame_errors;
         d.sink_errors -= earlier.sink_errors;
         d.webhook_dropped -= earlier.webhook_dropped;
+        d.overlapped -= earlier.overlapped;
         for (now, then) in d.stages.iter_mut().zip(&earlier.stages) {
             now.count -= then.count;
             now.total -= then.total;

@@ -70,6 +70,28 @@ pub fn foreign_runner() -> Option<&'static str> {
     (cfg!(target_arch = "aarch64") && kernel_arch.trim() == "x86_64").then_some("qemu-aarch64-static")
 }
 
+/// A unit as the cache tests see it: a sandbox on the x86_64-dev board whose cache is
+/// `<sandbox>/cache`. Test files add their own helpers (`impl Unit` there).
+pub struct Unit {
+    pub sandbox: Sandbox,
+}
+
+impl Unit {
+    pub fn new() -> Unit {
+        Unit { sandbox: Sandbox::new() }
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.sandbox.path().join("cache")
+    }
+
+    pub fn outpost(&self) -> Command {
+        let mut cmd = self.sandbox.outpost();
+        cmd.env("OUTPOST_BOARD", "x86_64-dev").env("OUTPOST_CACHE_DIR", self.cache());
+        cmd
+    }
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
