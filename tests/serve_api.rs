@@ -321,6 +321,12 @@ fn on_demand_fills_an_empty_cache() {
     let ls = run(sandbox.outpost().arg("--cache-dir").arg(sandbox.path().join("cache")).args(["cache", "ls"]));
     assert_eq!(ls.code, 0, "{}", ls.stderr);
     assert!(ls.stdout.contains("faces-demo-1") && ls.stdout.contains("roboflow:faces-demo/1"), "{}", ls.stdout);
+    // Its engine was chosen when it entered the cache (x86_64-dev: backend auto, 2 threads), as
+    // `provision` does, not left to tract until the next provision.
+    let records: Vec<_> = std::fs::read_dir(sandbox.path().join("cache/engines"))
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(records.iter().any(|name| name.ends_with("-t2.json")), "no engine record: {records:?}");
     // A manifest (version 1) replaces the on-demand one (version 0) without a downgrade error.
     let manifest = support::serve::fixture_manifest(&sandbox);
     let out = run(sandbox.outpost().arg("--cache-dir").arg(sandbox.path().join("cache")).arg("provision").arg("--manifest").arg(&manifest));

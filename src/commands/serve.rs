@@ -49,7 +49,14 @@ pub fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()> {
             if let Some(key) = client_key {
                 opts.roboflow.api_key = Some(crate::redact::Secret::new(key));
             }
-            crate::provision::on_demand::add_roboflow_model(&opts, requested).map(|_| ())
+            crate::provision::on_demand::add_roboflow_model(&opts, requested)?;
+            // The model entered the cache: choose its engine now, as `provision` would, so it
+            // does not run on tract by default until the next provision. Not measured is not
+            // fatal: the model runs, on tract, and the log says why.
+            if let Err(e) = crate::models::engines::measure_current(&config) {
+                log::warn!("model `{requested}`: engines not measured: {e:#}");
+            }
+            Ok(())
         }));
     }
     let registry = Arc::new(registry);
