@@ -615,3 +615,26 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && !text.contains("outpost.service:"), "{text}");
 }
+
+#[test]
+fn a_run_that_ends_by_itself_waits_for_its_last_frame_however_slow_the_model() {
+    // The stop guard (run.stop_timeout_secs) is for stop requests. Reaching run.frames is not
+    // one: the last frame's answer must come out even when the model takes longer than the guard
+    // (it was lost, with exit 0, on an emulated arm64 board where a frame took 10 s). CenterFace
+    // at 2560x2560 on one thread takes seconds a frame here, the guard fires after 2 s.
+    let s = faces_sandbox();
+    let dir = images_dir(&s, &["astronaut.png"]);
+    let started = Instant::now();
+    let out = run(&mut outpost_run(
+        &s,
+        &format!("dir:{}", dir.display()),
+        &["run.frames=1", "run.input=2560x2560", "run.stop_timeout_secs=1", "inference.threads=1", "inference.backend=tract"],
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("still busy"), "the guard cut a run that was ending by itself: {}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "the last frame's answer is missing: {}", out.stderr);
+    let v: Value = serde_json::from_str(lines[0]).unwrap();
+    assert!(v["predictions"].is_array(), "{v}");
+    eprintln!("ran in {:.1}s", started.elapsed().as_secs_f64());
+}

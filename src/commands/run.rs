@@ -114,11 +114,12 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
     // crash-safe, nothing else is open); from here it lets the current frames finish and the
     // sinks flush. A stop that outlasts the timeout (a frame stuck in a slow model)
     // ends the process anyway, after any JSON line being written is complete.
-    install_signal_handlers(&stop)?;
-    spawn_stop_guard(
-        stop.clone(),
-        config.run.stop_timeout + Duration::from_secs(1),
-    );
+    // The guard answers a stop request (a signal) only: a run that ends by itself (run.frames
+    // reached, a folder done) waits for its last frame however slow the model, or that frame's
+    // answer would be lost (a 10 s frame on an emulated or small board was, with exit 0).
+    let signalled = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&stop, &signalled)?;
+    spawn_stop_guard(signalled, config.run.stop_timeout + Duration::from_secs(1));
     let pipeline_opts = Options {
         frames: config.run.frames,
         stats_interval: config.run.stats_interval,
@@ -249,21 +250,23 @@ fn choose_model(cache: &Cache, wanted: &str) -> anyhow::Result<String> {
     }
 }
 
-/// SIGTERM/SIGINT set `stop`; a second one while stopping ends the process at once (exit 130).
-fn install_signal_handlers(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+/// SIGTERM/SIGINT set `stop` and `signalled`; a second one while stopping ends the process at once
+/// (exit 130).
+fn install_signal_handlers(stop: &Arc<AtomicBool>, signalled: &Arc<AtomicBool>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for signal in [SIGTERM, SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register_conditional_shutdown(signal, 130, signalled.clone())?;
         signal_hook::flag::register(signal, stop.clone())?;
+        signal_hook::flag::register(signal, signalled.clone())?;
     }
     Ok(())
 }
 
-fn spawn_stop_guard(stop: Arc<AtomicBool>, timeout: Duration) {
+fn spawn_stop_guard(signalled: Arc<AtomicBool>, timeout: Duration) {
     let _ = std::thread::Builder::new()
         .name("stop-guard".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !signalled.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             std::thread::sleep(timeout);

@@ -433,13 +433,17 @@ fn sideload(cache: &Cache, wanted: &Wanted<'_>, path: &Path) -> Result<Fetched, 
     } else if len > limit {
         return Err(format!("{} is {len} bytes, more than the {limit} allowed for an unpinned file", path.display()));
     }
-    let mut dst = File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+    let dst = File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+    log::info!("{}: copying {} ({})", wanted.id, path.display(), super::progress::bytes(len));
+    let mut progress = Progress::new(wanted.id, Some(len), 0);
+    let mut dst = super::progress::Reporting { inner: dst, progress: &mut progress, done: 0 };
     // Hash while copying: the file is read once, not copied and then read back. A file that
     // grows while it is copied is not written past its declared size (one byte over is caught).
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let copied = copy_hashing(&mut (&mut src).take(limit + 1), &mut dst, &mut ctx)
         .map_err(|e| format!("copying {}: {e}", path.display()))?;
     drop(dst);
+    progress.finish();
     if copied > limit {
         remove_partial(&part, &meta);
         return Err(format!("{} grew past {limit} bytes while it was copied; refused", path.display()));

@@ -74,6 +74,27 @@ impl Progress {
     }
 }
 
+/// A writer that reports its progress as bytes go through (sideloads from a USB stick: a large
+/// model takes a while there too, and a unit that says nothing for a minute looks hung).
+pub struct Reporting<'a, W: Write> {
+    pub inner: W,
+    pub progress: &'a mut Progress,
+    pub done: u64,
+}
+
+impl<W: Write> Write for Reporting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.done += n as u64;
+        self.progress.update(self.done);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = n as f64;
