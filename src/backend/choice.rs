@@ -49,6 +49,7 @@ pub const HALF_AGREEMENT: f64 = 1e-2;
 
 /// Two engines agree when every output element differs by at most this, relative to the largest
 /// magnitude in that output (so logits in the hundreds and probabilities in 0..1 are held alike).
+#[cfg(feature = "rten")]
 const AGREEMENT: f64 = 1e-3;
 /// Timed runs per engine, after one untimed run that plans and warms up.
 const RUNS: usize = 3;
@@ -82,8 +83,7 @@ pub fn measure(model: &Path, threads: usize, half: bool, make_input: MakeInput) 
         measured.f16 = Some(HalfCheck { accepted: difference <= HALF_AGREEMENT, difference, tract_f16_ms });
     }
     #[cfg(feature = "rten")]
-    let rten = super::rten::Rten::new(threads).prepare(model);
-    match rten.and_then(|mut session| time(session.as_mut(), &input, height, width)) {
+    match super::rten::Rten::new(threads).prepare(model).and_then(|mut session| time(session.as_mut(), &input, height, width)) {
         Err(e) => measured.note = format!("rten cannot run it ({e:#})"),
         Ok((rten_ms, rten_out)) => {
             measured.rten_ms = Some(rten_ms);
@@ -105,7 +105,6 @@ pub fn measure(model: &Path, threads: usize, half: bool, make_input: MakeInput) 
     }
     #[cfg(not(feature = "rten"))]
     {
-        let _ = &tract_out;
         measured.note = "rten is not compiled into this build".into();
     }
     Ok(measured)

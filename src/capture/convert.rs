@@ -24,6 +24,9 @@ pub fn to_rgb(raw: &RawFrame<'_>, out: &mut RgbImage) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("MJPEG frame: {e}"))?;
         return Ok(());
     }
+    if w == 0 || h == 0 {
+        anyhow::bail!("{} frame of {w}x{h} pixels: the driver delivered no picture", raw.format);
+    }
     let stride = raw.stride as usize;
     let (min_stride, needed) = match raw.format {
         PixelFormat::Yuyv => (w * 2, stride * h),
@@ -203,6 +206,19 @@ pub fn i420(p: Planes<'_>, out: &mut RgbImage) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_without_pixels_is_an_error_not_a_panic() {
+        // Found by the `pixels` fuzz target: RGB24 0x0 with stride 0 panicked in chunks(0).
+        let mut out = RgbImage::new(0, 0, Vec::new());
+        for format in [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Rgb24] {
+            for (width, height, stride) in [(0, 0, 0), (0, 4, 0), (4, 0, 12)] {
+                let raw = RawFrame { format, width, height, stride, data: &[1, 2, 3] };
+                let e = to_rgb(&raw, &mut out).unwrap_err().to_string();
+                assert!(e.contains("no picture"), "{e}");
+            }
+        }
+    }
 
     /// ITU-R BT.601 limited-range codes of 100% colour bars (Y, Cb, Cr) and their RGB.
     /// Y/Cb/Cr from the standard's 8-bit equations: Y = 16 + 219 E'Y, Cx = 128 + 224 E'Cx.

@@ -24,7 +24,7 @@ mod config;
 mod decode;
 mod detect;
 mod doctor;
-mod provision;
+pub mod provision;
 mod run;
 mod serve;
 

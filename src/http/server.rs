@@ -319,37 +319,10 @@ fn read_request<'b>(
     let mut head_deadline: Option<Instant> = (!buf.is_empty()).then(|| Instant::now() + limits.header_timeout);
     let idle_deadline = Instant::now() + limits.idle_timeout;
     let mut chunk = [0u8; 8192];
-    let (head_len, method, path, query, headers, http10) = loop {
+    let (head_len, mut req) = loop {
         if !buf.is_empty() {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Request::new(&mut slots);
-            match parsed.parse(buf) {
-                Ok(httparse::Status::Complete(len)) if len > limits.max_header_bytes => {
-                    return Err(Rejection::HeaderTooLarge);
-                }
-                Ok(httparse::Status::Complete(len)) => {
-                    let target = parsed.path.unwrap_or("/");
-                    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-                    let headers: Vec<(String, String)> = parsed
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                        .collect();
-                    break (
-                        len,
-                        parsed.method.unwrap_or("GET").to_string(),
-                        path.to_string(),
-                        query.to_string(),
-                        headers,
-                        parsed.version == Some(0),
-                    );
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => return Err(Rejection::HeaderTooLarge),
-                Err(_) => return Err(Rejection::BadRequest),
-            }
-            if buf.len() > limits.max_header_bytes {
-                return Err(Rejection::HeaderTooLarge);
+            if let Some(head) = parse_head(buf, peer, limits.max_header_bytes)? {
+                break head;
             }
         }
         let deadline = head_deadline.unwrap_or(idle_deadline);
@@ -367,7 +340,6 @@ fn read_request<'b>(
         head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
     };
     buf.drain(..head_len);
-    let mut req = Request { method, path, query, headers, body: Vec::new(), peer, http10 };
 
     // 2. The body, by Content-Length only.
     if req.header("transfer-encoding").is_some() {
@@ -401,6 +373,39 @@ fn read_request<'b>(
     }
     req.body = buf.drain(..length).collect();
     Ok(Some((req, permit)))
+}
+
+/// The head of a request at the start of `buf`: its length and the request without its body,
+/// `None` while incomplete. Public for the fuzz target `http_request`.
+pub fn parse_head(buf: &[u8], peer: SocketAddr, max_header_bytes: usize) -> Result<Option<(usize, Request)>, Rejection> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut slots);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > max_header_bytes => Err(Rejection::HeaderTooLarge),
+        Ok(httparse::Status::Complete(len)) => {
+            let target = parsed.path.unwrap_or("/");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let headers: Vec<(String, String)> = parsed
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            let req = Request {
+                method: parsed.method.unwrap_or("GET").to_string(),
+                path: path.to_string(),
+                query: query.to_string(),
+                headers,
+                body: Vec::new(),
+                peer,
+                http10: parsed.version == Some(0),
+            };
+            Ok(Some((len, req)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > max_header_bytes => Err(Rejection::HeaderTooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(Rejection::HeaderTooLarge),
+        Err(_) => Err(Rejection::BadRequest),
+    }
 }
 
 /// One read that gives up at `deadline` (as `TimedOut`).

@@ -156,9 +156,7 @@ impl Api<'_> {
                                 .limit(1 << 20)
                                 .read_to_string()
                                 .map_err(|e| format!("{shown}: reading the answer: {e}"))?;
-                            let parsed: OrtResponse = serde_json::from_str(&body)
-                                .map_err(|e| format!("{shown}: unexpected answer ({e})"))?;
-                            return Ok(parsed.ort);
+                            return parse_ort_answer(&body).map_err(|e| format!("{shown}: {e}").into());
                         }
                         401 | 403 => return Err(ResolveError::KeyRejected { shown, status }),
                         404 => return Err(format!("{shown}: HTTP 404: no such model `{dataset}/{version}`").into()),
@@ -178,6 +176,12 @@ impl Api<'_> {
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, so a key with a space, `&`
 /// or `#` is sent whole and masked whole.
+/// The body of Roboflow's `/ort/` answer. Public for the fuzz target `roboflow_api`.
+pub fn parse_ort_answer(body: &str) -> Result<Ort, String> {
+    let parsed: OrtResponse = serde_json::from_str(body).map_err(|e| format!("unexpected answer ({e})"))?;
+    Ok(parsed.ort)
+}
+
 fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
