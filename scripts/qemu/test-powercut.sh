@@ -27,10 +27,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-tools=$(bash "$here/scripts/qemu/fetch-tools.sh" arm64 | tail -1)
+tools=$(bash "$here/scripts/qemu/fetch-tools.sh" amd64 arm64 | tail -1)
 guest_root="$tools/arm64/root"
 host_bb="$tools/amd64/root/bin/busybox"
-[ -x "$host_bb" ] || host_bb=$(bash "$here/scripts/qemu/fetch-tools.sh" amd64 | tail -1)/amd64/root/bin/busybox
 kver=$(ls "$guest_root/lib/modules")
 bin=${OUTPOST_BIN:-$target_dir/aarch64-unknown-linux-musl/release/outpost}
 [ -x "$bin" ] || { echo "test-powercut: no aarch64 outpost binary at $bin (run scripts/build-aarch64.sh)" >&2; exit 1; }

@@ -10,10 +10,10 @@ use std::time::Instant;
 use crate::backend::{self, choice};
 use crate::cli::{BenchArgs, Global};
 use crate::config::BackendKind;
+use crate::detector::{Codec, Prepared, Spec};
 use crate::models::ResolvedModel;
 use crate::vision::families::Family;
 use crate::vision::image::{self, RgbImage};
-use crate::vision::preprocess::Preprocessor;
 
 pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     let loaded = super::load_config(global)?;
@@ -121,19 +121,23 @@ fn time(
     let started = Instant::now();
     let mut session = backend.prepare(&model.path)?;
     let load_s = started.elapsed().as_secs_f64();
-    let mut plan = family.input_plan(model.input, session.input().fixed_hw(), img);
-    if let Some(resize) = model.resize {
-        plan.resize = resize;
-    }
-    let mut input = Vec::new();
-    Preprocessor::default().run(img, plan.width, plan.height, plan.resize, plan.norm, &mut input)?;
+    // Prepared as `detect` and `run` prepare it: the same Codec, so the timed input is theirs.
+    let spec = Spec {
+        family: Some(family),
+        size: model.input,
+        resize: model.resize,
+        fixed: session.input().fixed_hw(),
+        ..Spec::default()
+    };
+    let Prepared { data: input, meta } = Codec::new(spec).prepare(img, family)?;
+    let (width, height) = meta.input;
     let first = Instant::now();
-    session.run(&input, plan.height, plan.width)?;
+    session.run(&input, height, width)?;
     let first_run_s = first.elapsed().as_secs_f64();
     let mut times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let t = Instant::now();
-            session.run(&input, plan.height, plan.width).map(|_| t.elapsed().as_secs_f64() * 1e3)
+            session.run(&input, height, width).map(|_| t.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<anyhow::Result<_>>()?;
     times.sort_by(f64::total_cmp);
@@ -145,8 +149,8 @@ fn time(
         min_ms: times[0],
         session,
         input,
-        height: plan.height,
-        width: plan.width,
+        height,
+        width,
         load_s,
         first_run_s,
     })

@@ -6,10 +6,10 @@ use crate::backend::choice::{self, Measured};
 use crate::backend::InputInfo;
 use crate::cli::ModelArgs;
 use crate::config::{BackendKind, Config, Precision};
+use crate::detector::{Codec, Prepared, Spec};
 use crate::provision::cache::Cache;
 use crate::vision::families::Family;
 use crate::vision::image::RgbImage;
-use crate::vision::preprocess::Preprocessor;
 
 use super::ResolvedModel;
 
@@ -154,8 +154,8 @@ pub fn measure_current(config: &Config) -> anyhow::Result<()> {
 /// A mid-grey frame prepared as the detector would prepare a 640x480 camera picture.
 fn sample_input(family: Family, size: Option<[u32; 2]>, info: &InputInfo) -> anyhow::Result<(Vec<f32>, u32, u32)> {
     let img = RgbImage::new(640, 480, vec![114; 640 * 480 * 3]);
-    let plan = family.input_plan(size, info.fixed_hw(), &img);
-    let mut input = Vec::new();
-    Preprocessor::default().run(&img, plan.width, plan.height, plan.resize, plan.norm, &mut input)?;
-    Ok((input, plan.height, plan.width))
+    let spec = Spec { family: Some(family), size, fixed: info.fixed_hw(), ..Spec::default() };
+    let Prepared { data, meta } = Codec::new(spec).prepare(&img, family)?;
+    let (width, height) = meta.input;
+    Ok((data, height, width))
 }

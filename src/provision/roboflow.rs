@@ -174,14 +174,14 @@ impl Api<'_> {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, so a key with a space, `&`
-/// or `#` is sent whole and masked whole.
 /// The body of Roboflow's `/ort/` answer. Public for the fuzz target `roboflow_api`.
 pub fn parse_ort_answer(body: &str) -> Result<Ort, String> {
     let parsed: OrtResponse = serde_json::from_str(body).map_err(|e| format!("unexpected answer ({e})"))?;
     Ok(parsed.ort)
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters, so a key with a space, `&`
+/// or `#` is sent whole and masked whole.
 fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
