@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -249,8 +249,11 @@ impl Source for VideoFile {
 
 fn open_mp4(path: &Path) -> anyhow::Result<Demuxer> {
     let shown = path.display();
-    let file = File::open(path).map_err(|e| anyhow::anyhow!("run.source: cannot open video file {shown}: {e}"))?;
+    let mut file = File::open(path).map_err(|e| anyhow::anyhow!("run.source: cannot open video file {shown}: {e}"))?;
     let size = file.metadata()?.len();
+    super::mp4_boxes::check(&mut file, size)
+        .and_then(|()| file.rewind().map_err(|e| e.to_string()))
+        .map_err(|e| anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e})"))?;
     let reader = mp4::Mp4Reader::read_header(BufReader::new(file), size).map_err(|e| {
         anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e}); a truncated recording needs its index: remux it with ffmpeg")
     })?;
@@ -270,6 +273,14 @@ fn open_mp4(path: &Path) -> anyhow::Result<Demuxer> {
         }
         anyhow::bail!("run.source: {shown}: its video is not H.264 (outpost decodes H.264 only); convert it: ffmpeg -i {shown} -c:v libx264 clip.mp4");
     };
+    // The mp4 crate divides by `samples_per_chunk` and subtracts 1 from chunk numbers when it
+    // reads a sample: a table with zeros there would panic (abort, in the release build) on the
+    // first frame. Found by the `video_file` fuzz target.
+    if track.trak.mdia.minf.stbl.stsc.entries.iter().any(|e| e.first_chunk == 0 || e.samples_per_chunk == 0) {
+        anyhow::bail!(
+            "run.source: {shown} is not a readable MP4 file (its sample-to-chunk table names chunk 0 or an empty chunk); remux it with ffmpeg"
+        );
+    }
     let timescale = track.timescale();
     let samples = track.sample_count();
     if timescale == 0 || samples == 0 {
