@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tract_onnx::prelude::*;
@@ -98,6 +99,56 @@ fn input_info(graph: &InferenceModel) -> TractResult<InputInfo> {
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// `inference.plan_timeout_secs`, process-wide like tract's executor; set once the configuration
+/// is loaded.
+static PLAN_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(600);
+
+pub fn set_plan_timeout(timeout: Duration) {
+    PLAN_TIMEOUT_SECS.store(timeout.as_secs().max(1), Ordering::Relaxed);
+}
+
+/// [`optimise`] on a thread of its own, given up after `inference.plan_timeout_secs`: a damaged
+/// graph can send tract's declutter pass into a loop that never ends (a bit flipped in a Conv
+/// attribute of CenterFace did), and a model that hangs `detect`, `run` or `serve` is worse than
+/// one refused. The abandoned thread cannot be stopped; it spins until the process exits.
+fn optimise_within_deadline(graph: InferenceModel, shape: [usize; 4], precision: Precision) -> anyhow::Result<(Plan, usize, usize)> {
+    let timeout = Duration::from_secs(PLAN_TIMEOUT_SECS.load(Ordering::Relaxed));
+    let (tx, rx) = mpsc::channel();
+    // The stack of a main thread: optimising recurses through the graph.
+    std::thread::Builder::new().name("tract-plan".into()).stack_size(8 << 20).spawn(move || {
+        let _ = tx.send(optimise(graph, shape, precision));
+    })?;
+    match rx.recv_timeout(timeout) {
+        Ok(planned) => planned.map_err(|e| anyhow::anyhow!("{e}")),
+        Err(mpsc::RecvTimeoutError::Timeout) => anyhow::bail!(
+            "optimising did not finish in {}s (inference.plan_timeout_secs): tract's optimiser is stuck on \
+             this graph, which happens with damaged model files; check the file's sha256 against its source",
+            timeout.as_secs()
+        ),
+        Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("optimising failed (the optimiser thread ended without an answer)"),
+    }
+}
+
+/// tract's own passes, with outpost's two rewrites between declutter and codegen; the plan and
+/// how many strided softmaxes and convolutions were rewritten.
+fn optimise(graph: InferenceModel, shape: [usize; 4], precision: Precision) -> TractResult<(Plan, usize, usize)> {
+    let (mut replaced, mut lowered) = (0, 0);
+    let plan = graph
+        .with_input_fact(0, f32::fact(shape).into())
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .and_then(|mut m| {
+            if precision == Precision::F16 {
+                half_precision(&mut m)?;
+            }
+            replaced = replace_strided_softmax(&mut m)?;
+            lowered = lower_strided_convs(&mut m)?;
+            m.into_optimized()
+        })
+        .and_then(|m| m.into_runnable())?;
+    Ok((plan, replaced, lowered))
+}
+
 struct TractSession {
     path: PathBuf,
     graph: InferenceModel,
@@ -121,23 +172,7 @@ impl TractSession {
         }
         let started = Instant::now();
         let shape = [1usize, 3, height as usize, width as usize];
-        let (mut replaced, mut lowered) = (0, 0);
-        // tract's own passes, with outpost's two rewrites between declutter and codegen.
-        let plan = self
-            .graph
-            .clone()
-            .with_input_fact(0, f32::fact(shape).into())
-            .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .and_then(|mut m| {
-                if self.precision == Precision::F16 {
-                    half_precision(&mut m)?;
-                }
-                replaced = replace_strided_softmax(&mut m)?;
-                lowered = lower_strided_convs(&mut m)?;
-                m.into_optimized()
-            })
-            .and_then(|m| m.into_runnable())
+        let (plan, replaced, lowered) = optimise_within_deadline(self.graph.clone(), shape, self.precision)
             .map_err(|e| anyhow::anyhow!("{}: cannot run at input {shape:?}: {e}", self.path.display()))?;
         log::info!(
             "optimised {} for input {shape:?} in {:.2}s ({replaced} strided softmax replaced, {lowered} strided convs to im2col)",

@@ -68,6 +68,7 @@ fn load_options(global: &Global) -> LoadOptions {
 fn load_config(global: &Global) -> Result<Loaded, crate::config::ConfigError> {
     let loaded = crate::config::load(&load_options(global))?;
     crate::vision::image::set_max_pixels(loaded.config.inference.max_image_pixels);
+    crate::backend::tract::set_plan_timeout(loaded.config.inference.plan_timeout);
     if global.log_level.is_none() && global.verbosity == 0 {
         log::set_max_level(loaded.config.log_level);
     }

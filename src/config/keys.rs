@@ -108,6 +108,14 @@ pub const KEYS: &[KeyDef] = &[
         help: "largest image decoded (checked from its header, before any allocation), megapixels",
     },
     KeyDef {
+        name: "inference.plan_timeout_secs",
+        kind: Kind::Int,
+        default: Some("600"),
+        in_profile: true,
+        env_aliases: &[],
+        help: "longest an engine may take to optimise a model for an input size; past it the model is refused (a damaged graph can send tract's optimiser into a loop)",
+    },
+    KeyDef {
         name: "inference.threads",
         kind: Kind::Int,
         default: Some("2"),

@@ -190,6 +190,8 @@ pub struct Sinks {
 pub struct Inference {
     /// Images above this many pixels are refused from their header (decompression bombs).
     pub max_image_pixels: u64,
+    /// `inference.plan_timeout_secs`.
+    pub plan_timeout: Duration,
     pub threads: usize,
     pub backend: BackendKind,
     pub fallback: Vec<BackendKind>,
@@ -360,6 +362,7 @@ impl Config {
             },
             inference: Inference {
                 max_image_pixels: int_in(s, "inference.max_image_megapixels", 1, 1000)? as u64 * 1_000_000,
+                plan_timeout: Duration::from_secs(int_in(s, "inference.plan_timeout_secs", 1, 86_400)? as u64),
                 threads: int_in(s, "inference.threads", 1, 256)? as usize,
                 backend: parsed(s, "inference.backend")?,
                 precision: parsed(s, "inference.precision")?,
