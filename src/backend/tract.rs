@@ -119,7 +119,7 @@ fn optimise_within_deadline(graph: InferenceModel, shape: [usize; 4], precision:
         let _ = tx.send(optimise(graph, shape, precision));
     })?;
     match rx.recv_timeout(timeout) {
-        Ok(planned) => planned.map_err(|e| anyhow::anyhow!("{e}")),
+        Ok(planned) => planned,
         Err(mpsc::RecvTimeoutError::Timeout) => anyhow::bail!(
             "optimising did not finish in {}s (inference.plan_timeout_secs): tract's optimiser is stuck on \
              this graph, which happens with damaged model files; check the file's sha256 against its source",
