@@ -9,6 +9,8 @@ pub mod h264;
 #[cfg(feature = "video")]
 mod mp4_boxes;
 #[cfg(feature = "video")]
+mod mp4_samples;
+#[cfg(feature = "video")]
 pub mod rtsp;
 #[cfg(all(feature = "v4l2", target_os = "linux"))]
 mod v4l2;

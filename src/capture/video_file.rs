@@ -7,11 +7,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
-use std::io::{BufReader, Seek};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::h264::{self, Decoded, H264};
+use super::mp4_samples::{Cursor, SampleTable, Tables};
 use super::{Frame, FrameError, Next, Source};
 use crate::vision::image::RgbImage;
 
@@ -40,14 +41,17 @@ pub struct VideoFile {
 
 enum Demuxer {
     Mp4 {
-        reader: Box<mp4::Mp4Reader<BufReader<File>>>,
-        track: u32,
-        samples: u32,
-        next: u32,
+        file: File,
+        table: SampleTable,
+        cursor: Cursor,
+        width: u16,
+        height: u16,
         timescale: u32,
         length_size: usize,
         /// SPS and PPS as Annex B, sent before every sync sample.
         parameter_sets: Vec<u8>,
+        /// The sample being read, length-prefixed as the file holds it.
+        sample: Vec<u8>,
         /// End of the last sample (decode time), for the loop offset.
         end: u64,
     },
@@ -99,9 +103,8 @@ impl VideoFile {
 
     fn describe(&self) -> String {
         match &self.demuxer {
-            Demuxer::Mp4 { reader, track, samples, .. } => {
-                let t = &reader.tracks()[track];
-                format!("MP4 H.264 {}x{}, {samples} frames", t.width(), t.height())
+            Demuxer::Mp4 { table, width, height, .. } => {
+                format!("MP4 H.264 {width}x{height}, {} frames", table.count())
             }
             Demuxer::AnnexB { units, .. } => {
                 format!("raw H.264, {} access units at {RAW_STREAM_FPS} fps", units.len())
@@ -121,24 +124,22 @@ impl VideoFile {
     fn read_access_unit(&mut self) -> Result<Option<(u64, bool)>, String> {
         self.access_unit.clear();
         match &mut self.demuxer {
-            Demuxer::Mp4 { reader, track, samples, next, length_size, parameter_sets, end, .. } => {
-                if *next > *samples {
+            Demuxer::Mp4 { file, table, cursor, length_size, parameter_sets, sample, end, .. } => {
+                let Some(at) = table.next(cursor)? else {
                     return Ok(None);
-                }
-                let id = *next;
-                *next += 1;
-                let sample = reader
-                    .read_sample(*track, id)
-                    .map_err(|e| format!("sample {id}: {e}"))?
-                    .ok_or_else(|| format!("sample {id} is missing"))?;
-                if sample.is_sync {
+                };
+                sample.resize(at.size as usize, 0);
+                file.seek(SeekFrom::Start(at.offset))
+                    .and_then(|_| file.read_exact(sample))
+                    .map_err(|e| format!("reading {} bytes at byte {}: {e}", at.size, at.offset))?;
+                if at.sync {
                     self.access_unit.extend_from_slice(parameter_sets);
                 }
-                h264::length_prefixed_to_annex_b(&sample.bytes, *length_size, &mut self.access_unit)
-                    .map_err(|e| format!("sample {id}: {e}"))?;
-                *end = sample.start_time + sample.duration as u64;
-                let pts = (sample.start_time as i64 + sample.rendering_offset as i64).max(0) as u64;
-                Ok(Some((pts, sample.is_sync)))
+                h264::length_prefixed_to_annex_b(sample, *length_size, &mut self.access_unit)
+                    .map_err(|e| format!("sample at byte {}: {e}", at.offset))?;
+                *end = at.start.saturating_add(u64::from(at.duration));
+                let pts = at.start.saturating_add_signed(i64::from(at.rendering_offset));
+                Ok(Some((pts, at.sync)))
             }
             Demuxer::AnnexB { data, units, next } => {
                 let Some(&(start, stop)) = units.get(*next) else {
@@ -154,8 +155,8 @@ impl VideoFile {
 
     fn rewind(&mut self) -> anyhow::Result<()> {
         let played = match &mut self.demuxer {
-            Demuxer::Mp4 { next, end, timescale, .. } => {
-                *next = 1;
+            Demuxer::Mp4 { table, cursor, end, timescale, .. } => {
+                *cursor = table.cursor();
                 Duration::from_secs_f64(*end as f64 / *timescale as f64)
             }
             Demuxer::AnnexB { next, units, .. } => {
@@ -254,7 +255,7 @@ fn open_mp4(path: &Path) -> anyhow::Result<Demuxer> {
     super::mp4_boxes::check(&mut file, size)
         .and_then(|()| file.rewind().map_err(|e| e.to_string()))
         .map_err(|e| anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e})"))?;
-    let reader = mp4::Mp4Reader::read_header(BufReader::new(file), size).map_err(|e| {
+    let reader = mp4::Mp4Reader::read_header(std::io::BufReader::new(&mut file), size).map_err(|e| {
         anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e}); a truncated recording needs its index: remux it with ffmpeg")
     })?;
     let mut video: Vec<&mp4::Mp4Track> = reader
@@ -273,17 +274,13 @@ fn open_mp4(path: &Path) -> anyhow::Result<Demuxer> {
         }
         anyhow::bail!("run.source: {shown}: its video is not H.264 (outpost decodes H.264 only); convert it: ffmpeg -i {shown} -c:v libx264 clip.mp4");
     };
-    // The mp4 crate divides by `samples_per_chunk` and subtracts 1 from chunk numbers when it
-    // reads a sample: a table with zeros there would panic (abort, in the release build) on the
-    // first frame. Found by the `video_file` fuzz target.
-    if track.trak.mdia.minf.stbl.stsc.entries.iter().any(|e| e.first_chunk == 0 || e.samples_per_chunk == 0) {
-        anyhow::bail!(
-            "run.source: {shown} is not a readable MP4 file (its sample-to-chunk table names chunk 0 or an empty chunk); remux it with ffmpeg"
-        );
-    }
+    // The sample tables are read here, not by the mp4 crate's read_sample, which panics (an
+    // abort in the release build) on tables that do not fit each other: see mp4_samples.
+    let table = Tables::of_track(track).and_then(|tables| SampleTable::new(tables, size)).map_err(|e| {
+        anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e}); remux it: ffmpeg -i {shown} -c copy -an clip.mp4")
+    })?;
     let timescale = track.timescale();
-    let samples = track.sample_count();
-    if timescale == 0 || samples == 0 {
+    if timescale == 0 || table.count() == 0 {
         anyhow::bail!("run.source: {shown}: the video track has no samples (or no time scale)");
     }
     let mut parameter_sets = Vec::new();
@@ -292,15 +289,18 @@ fn open_mp4(path: &Path) -> anyhow::Result<Demuxer> {
         parameter_sets.extend_from_slice(&nal.bytes);
     }
     let length_size = (avc1.avcc.length_size_minus_one & 3) as usize + 1;
-    let track = track.track_id();
+    let (width, height) = (track.width(), track.height());
+    drop(reader);
     Ok(Demuxer::Mp4 {
-        reader: Box::new(reader),
-        track,
-        samples,
-        next: 1,
+        file,
+        cursor: table.cursor(),
+        table,
+        width,
+        height,
         timescale,
         length_size,
         parameter_sets,
+        sample: Vec::new(),
         end: 0,
     })
 }
