@@ -379,6 +379,10 @@ mod tests {
         std::fs::write(&text, b"this is not a video at all").unwrap();
         let err = VideoFile::open(text, true, false).err().unwrap().to_string();
         assert!(err.contains("notes.mp4") && err.contains("not a readable MP4"), "{err}");
+        // The CI crash of the fuzz target: a time-to-sample table shorter than the track.
+        let short = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions/video_file/crash-stts-shorter-than-track.mp4");
+        let err = VideoFile::open(short.into(), false, false).err().unwrap().to_string();
+        assert!(err.contains("time-to-sample table covers 1 of 3 samples") && err.contains("ffmpeg"), "{err}");
         let raw = dir.path().join("empty.h264");
         std::fs::write(&raw, [1, 2, 3]).unwrap();
         let err = VideoFile::open(raw, true, false).err().unwrap().to_string();
