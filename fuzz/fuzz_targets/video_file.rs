@@ -1,4 +1,4 @@
-//! Video files (MP4 through the `mp4` demuxer, raw .h264) read as a camera: every frame.
+//! Video files (MP4 through outpost's demuxer, raw .h264) read as a camera: every frame.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use outpost::capture::{Frame, Next};

@@ -7,7 +7,7 @@ mod files;
 #[cfg(feature = "video")]
 pub mod h264;
 #[cfg(feature = "video")]
-mod mp4_boxes;
+mod mp4_demux;
 #[cfg(feature = "video")]
 mod mp4_samples;
 #[cfg(feature = "video")]

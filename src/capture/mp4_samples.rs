@@ -1,15 +1,13 @@
 //! Where each sample of an MP4 video track lies and when it plays, read from the track's sample
 //! tables (ISO/IEC 14496-12 8.6-8.7: stsz, stsc, stco/co64, stts, ctts, stss) by a forward cursor.
 //!
-//! The `mp4` crate (0.14) has its own `read_sample`, but it trusts the tables: a time-to-sample
-//! table shorter than the sample count is an `unwrap` on `Err` (found by the `video_file` fuzz
-//! target in CI), sample sizes are summed in `u32`, and fragmented files divide by zero. A panic is
-//! an abort in the release build, so a damaged recording would stop the appliance. Here every
-//! table is checked against the others when the file is opened, each step is checked arithmetic,
-//! and each sample must lie inside the file; a sample that does not is an error naming it.
+//! The `mp4` crate (0.14), used before, trusted the tables: a time-to-sample table shorter than
+//! the sample count was an `unwrap` on `Err` (found by the `video_file` fuzz target in CI), and a
+//! panic is an abort in the release build, so a damaged recording stopped the appliance. Here
+//! every table is checked against the others when the file is opened, each step is checked
+//! arithmetic, and each sample must lie inside the file; a sample that does not is an error
+//! naming it.
 //! The cursor keeps O(1) state whatever the number of samples (a day of video is millions).
-
-use mp4::Mp4Track;
 
 /// No H.264 access unit comes near this (a 4K intra frame is a few MB): a larger one is damage,
 /// and reading it would allocate that much.
@@ -80,31 +78,6 @@ pub struct Tables {
     pub rendering: Vec<(u32, i32)>,
     /// stss: sync sample ids; `None`: every sample is one.
     pub sync: Option<Vec<u32>>,
-}
-
-impl Tables {
-    /// `Err` for what this reader does not take.
-    pub fn of_track(track: &Mp4Track) -> Result<Tables, String> {
-        if !track.trafs.is_empty() {
-            return Err("it is a fragmented MP4 (moof boxes), which is not read".into());
-        }
-        let stbl = &track.trak.mdia.minf.stbl;
-        let chunk_offsets = match (&stbl.co64, &stbl.stco) {
-            (Some(co64), _) => co64.entries.clone(),
-            (None, Some(stco)) => stco.entries.iter().map(|&o| u64::from(o)).collect(),
-            (None, None) => return Err("it has no chunk offset table (stco or co64)".into()),
-        };
-        Ok(Tables {
-            sample_count: stbl.stsz.sample_count,
-            fixed_size: stbl.stsz.sample_size,
-            sizes: stbl.stsz.sample_sizes.clone(),
-            chunk_offsets,
-            chunks: stbl.stsc.entries.iter().map(|e| (e.first_chunk, e.samples_per_chunk)).collect(),
-            times: stbl.stts.entries.iter().map(|e| (e.sample_count, e.sample_delta)).collect(),
-            rendering: stbl.ctts.as_ref().map_or_else(Vec::new, |c| c.entries.iter().map(|e| (e.sample_count, e.sample_offset)).collect()),
-            sync: stbl.stss.as_ref().map(|stss| stss.entries.clone()),
-        })
-    }
 }
 
 impl SampleTable {

@@ -1,4 +1,4 @@
-//! H.264 video files as a frame source: MP4 (demuxed by the `mp4` crate) or a raw Annex B stream
+//! H.264 video files as a frame source: MP4 (read by [`super::mp4_demux`]) or a raw Annex B stream
 //! (`.h264`/`.264`). Paced at the video's own frame rate (`run.realtime = true`, then it behaves
 //! like a camera: frames inference cannot take are dropped) or as fast as the pipeline takes them
 //! (batch processing of recordings, nothing dropped). `seq` counts pictures in presentation order
@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::h264::{self, Decoded, H264};
-use super::mp4_samples::{Cursor, SampleTable, Tables};
+use super::mp4_demux::{self, Problem};
+use super::mp4_samples::{Cursor, SampleTable};
 use super::{Frame, FrameError, Next, Source};
 use crate::vision::image::RgbImage;
 
@@ -44,8 +45,8 @@ enum Demuxer {
         file: File,
         table: SampleTable,
         cursor: Cursor,
-        width: u16,
-        height: u16,
+        width: u32,
+        height: u32,
         timescale: u32,
         length_size: usize,
         /// SPS and PPS as Annex B, sent before every sync sample.
@@ -252,53 +253,37 @@ fn open_mp4(path: &Path) -> anyhow::Result<Demuxer> {
     let shown = path.display();
     let mut file = File::open(path).map_err(|e| anyhow::anyhow!("run.source: cannot open video file {shown}: {e}"))?;
     let size = file.metadata()?.len();
-    super::mp4_boxes::check(&mut file, size)
-        .and_then(|()| file.rewind().map_err(|e| e.to_string()))
-        .map_err(|e| anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e})"))?;
-    let reader = mp4::Mp4Reader::read_header(std::io::BufReader::new(&mut file), size).map_err(|e| {
-        anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e}); a truncated recording needs its index: remux it with ffmpeg")
-    })?;
-    let mut video: Vec<&mp4::Mp4Track> = reader
-        .tracks()
-        .values()
-        .filter(|t| matches!(t.track_type(), Ok(mp4::TrackType::Video)))
-        .collect();
-    video.sort_by_key(|t| t.track_id());
-    let Some(track) = video.first() else {
-        anyhow::bail!("run.source: {shown} has no video track");
+    let unreadable = |e: String| {
+        anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e}); if ffmpeg can still play it, remux it: ffmpeg -i {shown} -c copy -an clip.mp4")
     };
-    let stsd = &track.trak.mdia.minf.stbl.stsd;
-    let Some(avc1) = stsd.avc1.as_ref() else {
-        if stsd.hev1.is_some() {
-            anyhow::bail!("{}", super::H265_UNSUPPORTED.replace("{what}", &format!("{shown} is H.265")));
+    let video = match mp4_demux::read_video(&mut file, size) {
+        Ok(video) => video,
+        Err(Problem::Damaged(e)) => return Err(unreadable(e)),
+        Err(Problem::NoVideo) => anyhow::bail!("run.source: {shown} has no video track"),
+        Err(Problem::H265) => {
+            anyhow::bail!("{}", super::H265_UNSUPPORTED.replace("{what}", &format!("{shown} is H.265")))
         }
-        anyhow::bail!("run.source: {shown}: its video is not H.264 (outpost decodes H.264 only); convert it: ffmpeg -i {shown} -c:v libx264 clip.mp4");
+        Err(Problem::OtherCodec(codec)) => anyhow::bail!(
+            "run.source: {shown}: its video is `{codec}`, not H.264 (outpost decodes H.264 only); convert it: ffmpeg -i {shown} -c:v libx264 clip.mp4"
+        ),
     };
-    // The sample tables are read here, not by the mp4 crate's read_sample, which panics (an
-    // abort in the release build) on tables that do not fit each other: see mp4_samples.
-    let table = Tables::of_track(track).and_then(|tables| SampleTable::new(tables, size)).map_err(|e| {
-        anyhow::anyhow!("run.source: {shown} is not a readable MP4 file ({e}); remux it: ffmpeg -i {shown} -c copy -an clip.mp4")
-    })?;
-    let timescale = track.timescale();
-    if timescale == 0 || table.count() == 0 {
+    let table = SampleTable::new(video.tables, size).map_err(unreadable)?;
+    if video.timescale == 0 || table.count() == 0 {
         anyhow::bail!("run.source: {shown}: the video track has no samples (or no time scale)");
     }
     let mut parameter_sets = Vec::new();
-    for nal in avc1.avcc.sequence_parameter_sets.iter().chain(&avc1.avcc.picture_parameter_sets) {
+    for nal in &video.parameter_sets {
         parameter_sets.extend_from_slice(&[0, 0, 0, 1]);
-        parameter_sets.extend_from_slice(&nal.bytes);
+        parameter_sets.extend_from_slice(nal);
     }
-    let length_size = (avc1.avcc.length_size_minus_one & 3) as usize + 1;
-    let (width, height) = (track.width(), track.height());
-    drop(reader);
     Ok(Demuxer::Mp4 {
         file,
         cursor: table.cursor(),
         table,
-        width,
-        height,
-        timescale,
-        length_size,
+        width: video.width,
+        height: video.height,
+        timescale: video.timescale,
+        length_size: video.length_size,
         parameter_sets,
         sample: Vec::new(),
         end: 0,
