@@ -46,10 +46,12 @@ fn report_names_backend_threads_and_latencies() {
 fn several_threads_report_the_speed_up_over_one_and_get_one() {
     let s = Sandbox::new();
     // The second thread must do work: a binary without multithreading (or one left on one
-    // thread) shows ~1.0. Here 1.2-1.7; three tries, as this machine's speed drifts.
+    // thread) shows ~1.0 every time. Here 1.2-1.7, but a machine busy with something else for a
+    // moment (CI, right after linking: 0.84-0.94 in three tries) needs a few more: five tries
+    // of five runs each.
     let mut seen = Vec::new();
-    for _ in 0..3 {
-        let v = bench_on(&s, "tract", 2, &["--runs", "3"]);
+    for _ in 0..5 {
+        let v = bench_on(&s, "tract", 2, &["--runs", "5"]);
         assert_eq!(v["threads"], 2);
         let (single, median) = (v["single_thread_median_ms"].as_f64().unwrap(), v["median_ms"].as_f64().unwrap());
         let speedup = v["speedup"].as_f64().unwrap_or_else(|| panic!("{v}"));
@@ -59,7 +61,7 @@ fn several_threads_report_the_speed_up_over_one_and_get_one() {
         }
         seen.push(v);
     }
-    panic!("2 threads barely faster than 1 in three tries: {seen:?}");
+    panic!("2 threads barely faster than 1 in five tries: {seen:?}");
 }
 
 #[test]
