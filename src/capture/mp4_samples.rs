@@ -26,20 +26,10 @@ pub struct Sample {
     pub sync: bool,
 }
 
-/// The tables of one track, checked against each other.
+/// The tables of one track, checked against each other and against the file's length.
 #[derive(Debug)]
 pub struct SampleTable {
-    count: u32,
-    fixed_size: u32,
-    sizes: Vec<u32>,
-    chunk_offsets: Vec<u64>,
-    /// (first chunk, samples per chunk), first chunks increasing from 1.
-    chunks: Vec<(u32, u32)>,
-    /// (sample count, delta).
-    times: Vec<(u32, u32)>,
-    /// (sample count, offset).
-    rendering: Vec<(u32, i32)>,
-    sync: Option<Vec<u32>>,
+    tables: Tables,
     file_len: u64,
 }
 
@@ -83,15 +73,15 @@ pub struct Tables {
 impl SampleTable {
     /// `Err` says which table is out of shape; the caller names the file.
     pub fn new(tables: Tables, file_len: u64) -> Result<SampleTable, String> {
-        let Tables { sample_count: count, fixed_size, sizes, chunk_offsets, chunks, times, rendering, sync } = tables;
-        if fixed_size == 0 && sizes.len() != count as usize {
+        let Tables { sample_count: count, fixed_size, sizes, chunk_offsets, chunks, times, .. } = &tables;
+        if *fixed_size == 0 && sizes.len() != *count as usize {
             return Err(format!("its sample size table lists {} sizes for {count} samples", sizes.len()));
         }
-        if count > 0 && (chunks.is_empty() || chunk_offsets.is_empty()) {
+        if *count > 0 && (chunks.is_empty() || chunk_offsets.is_empty()) {
             return Err("its sample-to-chunk or chunk offset table is empty".into());
         }
         let mut previous = 0;
-        for &(first, per_chunk) in &chunks {
+        for &(first, per_chunk) in chunks {
             if first <= previous || per_chunk == 0 || first as usize > chunk_offsets.len() {
                 return Err(format!(
                     "its sample-to-chunk table is out of order or names chunk {first} (of {}) with {per_chunk} samples",
@@ -101,30 +91,31 @@ impl SampleTable {
             previous = first;
         }
         let timed: u64 = times.iter().map(|&(n, _)| u64::from(n)).sum();
-        if timed < u64::from(count) {
+        if timed < u64::from(*count) {
             return Err(format!("its time-to-sample table covers {timed} of {count} samples"));
         }
-        Ok(SampleTable { count, fixed_size, sizes, chunk_offsets, chunks, times, rendering, sync, file_len })
+        Ok(SampleTable { tables, file_len })
     }
 
     pub fn count(&self) -> u32 {
-        self.count
+        self.tables.sample_count
     }
 
     pub fn cursor(&self) -> Cursor {
-        let chunk = self.chunks.first().map_or(1, |&(first, _)| first);
-        let position = self.chunk_offsets.get(chunk as usize - 1).copied().unwrap_or(0);
+        let chunk = self.tables.chunks.first().map_or(1, |&(first, _)| first);
+        let position = self.tables.chunk_offsets.get(chunk as usize - 1).copied().unwrap_or(0);
         Cursor { next: 1, chunk, position, ..Cursor::default() }
     }
 
     /// The sample at `cursor`, moving it on; `Ok(None)` after the last.
     pub fn next(&self, cursor: &mut Cursor) -> Result<Option<Sample>, String> {
+        let t = &self.tables;
         let id = cursor.next;
-        if id == 0 || id > self.count {
+        if id == 0 || id > t.sample_count {
             return Ok(None);
         }
-        let size = match self.fixed_size {
-            0 => *self.sizes.get(id as usize - 1).ok_or_else(|| format!("sample {id} has no size"))?,
+        let size = match t.fixed_size {
+            0 => *t.sizes.get(id as usize - 1).ok_or_else(|| format!("sample {id} has no size"))?,
             fixed => fixed,
         };
         if size > MAX_SAMPLE_BYTES {
@@ -132,14 +123,14 @@ impl SampleTable {
         }
 
         // Its chunk: the current one, or the next when the current one is full.
-        if self.chunks.get(cursor.chunk_entry).is_none_or(|&(_, per_chunk)| cursor.in_chunk == per_chunk) {
+        if t.chunks.get(cursor.chunk_entry).is_none_or(|&(_, per_chunk)| cursor.in_chunk == per_chunk) {
             cursor.chunk = cursor.chunk.checked_add(1).ok_or_else(|| format!("sample {id}: chunk number overflows"))?;
             cursor.in_chunk = 0;
-            if self.chunks.get(cursor.chunk_entry + 1).is_some_and(|&(first, _)| cursor.chunk >= first) {
+            if t.chunks.get(cursor.chunk_entry + 1).is_some_and(|&(first, _)| cursor.chunk >= first) {
                 cursor.chunk_entry += 1;
             }
-            cursor.position = *self.chunk_offsets.get(cursor.chunk as usize - 1).ok_or_else(|| {
-                format!("sample {id} lies in chunk {}, past the {} chunks of its offset table", cursor.chunk, self.chunk_offsets.len())
+            cursor.position = *t.chunk_offsets.get(cursor.chunk as usize - 1).ok_or_else(|| {
+                format!("sample {id} lies in chunk {}, past the {} chunks of its offset table", cursor.chunk, t.chunk_offsets.len())
             })?;
         }
         let offset = cursor.position;
@@ -151,21 +142,21 @@ impl SampleTable {
 
         // Its decode time: entries with a count of 0 are skipped (`new` made sure that enough
         // samples are timed).
-        while self.times.get(cursor.time_entry).is_some_and(|&(n, _)| cursor.time_used == n) {
+        while t.times.get(cursor.time_entry).is_some_and(|&(n, _)| cursor.time_used == n) {
             cursor.time_entry += 1;
             cursor.time_used = 0;
         }
-        let &(_, duration) = self.times.get(cursor.time_entry).ok_or_else(|| format!("sample {id} has no time"))?;
+        let &(_, duration) = t.times.get(cursor.time_entry).ok_or_else(|| format!("sample {id} has no time"))?;
         let start = cursor.time;
         cursor.time = cursor.time.saturating_add(u64::from(duration));
         cursor.time_used += 1;
 
         // Its presentation offset: a table shorter than the track leaves the rest at 0.
-        while self.rendering.get(cursor.rendering_entry).is_some_and(|&(n, _)| cursor.rendering_used == n) {
+        while t.rendering.get(cursor.rendering_entry).is_some_and(|&(n, _)| cursor.rendering_used == n) {
             cursor.rendering_entry += 1;
             cursor.rendering_used = 0;
         }
-        let rendering_offset = match self.rendering.get(cursor.rendering_entry) {
+        let rendering_offset = match t.rendering.get(cursor.rendering_entry) {
             Some(&(_, offset)) => {
                 cursor.rendering_used += 1;
                 offset
@@ -173,7 +164,7 @@ impl SampleTable {
             None => 0,
         };
 
-        let sync = self.sync.as_ref().is_none_or(|list| list.binary_search(&id).is_ok());
+        let sync = t.sync.as_ref().is_none_or(|list| list.binary_search(&id).is_ok());
         cursor.next += 1;
         Ok(Some(Sample { offset, size, start, duration, rendering_offset, sync }))
     }
