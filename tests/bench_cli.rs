@@ -46,11 +46,13 @@ fn report_names_backend_threads_and_latencies() {
 fn several_threads_report_the_speed_up_over_one_and_get_one() {
     let s = Sandbox::new();
     // The second thread must do work: a binary without multithreading (or one left on one
-    // thread) shows ~1.0 every time. Here 1.2-1.7, but a machine busy with something else for a
-    // moment (CI, right after linking: 0.84-0.94 in three tries) needs a few more: five tries
-    // of five runs each.
+    // thread) shows ~1.0 every time. Here 1.2-1.7, but this VM's host takes CPU time from it
+    // (steal) for stretches of a minute or more, and then two threads are no faster than one
+    // (CI, nothing else running: 0.74-1.01 in five tries in a row; minutes later 1.37). So the
+    // tries go on for up to two minutes, five of five runs at least; the bar stays at 1.1.
+    let started = std::time::Instant::now();
     let mut seen = Vec::new();
-    for _ in 0..5 {
+    while seen.len() < 5 || started.elapsed() < std::time::Duration::from_secs(120) {
         let v = bench_on(&s, "tract", 2, &["--runs", "5"]);
         assert_eq!(v["threads"], 2);
         let (single, median) = (v["single_thread_median_ms"].as_f64().unwrap(), v["median_ms"].as_f64().unwrap());
@@ -59,9 +61,9 @@ fn several_threads_report_the_speed_up_over_one_and_get_one() {
         if speedup > 1.1 {
             return;
         }
-        seen.push(v);
+        seen.push(speedup);
     }
-    panic!("2 threads barely faster than 1 in five tries: {seen:?}");
+    panic!("2 threads barely faster than 1 in {} tries over two minutes: speed-ups {seen:?}", seen.len());
 }
 
 #[test]
