@@ -2,15 +2,20 @@
 //! a model file into a [`Session`]; a session runs NCHW f32 input and returns plain tensors.
 
 pub mod choice;
+pub mod engine_cache;
+#[cfg(any(feature = "rten", feature = "onnxruntime"))]
+mod onnx_input;
 #[cfg(feature = "rten")]
 mod onnx_wire;
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
 mod strided_conv;
 mod strided_softmax;
 #[cfg(feature = "rten")]
 pub mod rten;
 pub mod tract;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::{BackendKind, Precision};
 
@@ -91,13 +96,38 @@ pub(crate) fn check_input(input: &InputInfo) -> Result<(), String> {
     Ok(())
 }
 
-/// The first available backend among the preferred one and its fallbacks.
-pub fn choose(
-    preferred: BackendKind,
-    fallback: &[BackendKind],
-    threads: usize,
-    precision: Precision,
-) -> anyhow::Result<Box<dyn Backend>> {
+/// What every backend is made with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub threads: usize,
+    pub precision: Precision,
+    /// `inference.onnxruntime_library`.
+    pub onnxruntime_library: Option<PathBuf>,
+    /// The outpost cache, where TensorRT engines are kept.
+    pub cache_root: PathBuf,
+}
+
+impl Settings {
+    pub fn new(config: &crate::config::Config, precision: Precision) -> Settings {
+        Settings {
+            threads: config.inference.threads,
+            precision,
+            onnxruntime_library: config.inference.onnxruntime_library.clone(),
+            cache_root: config.cache_dir.clone(),
+        }
+    }
+
+    /// The same at another thread count (`outpost bench`'s one-thread figure).
+    pub fn with_threads(&self, threads: usize) -> Settings {
+        Settings { threads, ..self.clone() }
+    }
+}
+
+/// The first available backend among the preferred one and its fallbacks. A fallback is logged
+/// as a warning naming each backend passed over and why (the library searched, the provider
+/// missing from it, no GPU) with what to install.
+pub fn choose(preferred: BackendKind, fallback: &[BackendKind], settings: &Settings) -> anyhow::Result<Box<dyn Backend>> {
+    let (threads, precision) = (settings.threads, settings.precision);
     let mut reasons = Vec::new();
     for kind in std::iter::once(preferred).chain(fallback.iter().copied()) {
         let backend: Box<dyn Backend> = match kind {
@@ -116,9 +146,25 @@ pub fn choose(
                 name: "rten",
                 why: "rten is not compiled into this build (cargo feature `rten`)",
             }),
-            BackendKind::TensorRt => Box::new(Unavailable {
-                name: "tensorrt",
-                why: "TensorRT is not compiled into this build (a TensorRT build targets aarch64-unknown-linux-gnu)",
+            #[cfg(feature = "onnxruntime")]
+            BackendKind::OnnxRuntime | BackendKind::Cuda | BackendKind::TensorRt => {
+                use onnxruntime::{OnnxRuntime, Provider};
+                let provider = match kind {
+                    BackendKind::Cuda => Provider::Cuda,
+                    BackendKind::TensorRt => Provider::TensorRt,
+                    _ => Provider::Cpu,
+                };
+                Box::new(OnnxRuntime::new(provider, settings))
+            }
+            #[cfg(not(feature = "onnxruntime"))]
+            BackendKind::OnnxRuntime | BackendKind::Cuda | BackendKind::TensorRt => Box::new(Unavailable {
+                name: match kind {
+                    BackendKind::Cuda => "cuda",
+                    BackendKind::TensorRt => "tensorrt",
+                    _ => "onnxruntime",
+                },
+                why: "ONNX Runtime (which drives CUDA and TensorRT) is not compiled into this build: it needs the glibc \
+                      build (`cargo build --release --features onnxruntime`, scripts/build-gnu.sh)",
             }),
         };
         match backend.unavailable() {
@@ -135,11 +181,13 @@ pub fn choose(
 }
 
 /// A backend that is known but cannot run in this build.
+#[cfg(not(all(feature = "rten", feature = "onnxruntime")))]
 struct Unavailable {
     name: &'static str,
     why: &'static str,
 }
 
+#[cfg(not(all(feature = "rten", feature = "onnxruntime")))]
 impl Backend for Unavailable {
     fn name(&self) -> &'static str {
         self.name
@@ -159,10 +207,12 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(not(feature = "onnxruntime"))]
     fn tensorrt_falls_back_to_tract() {
-        let backend = choose(BackendKind::TensorRt, &[BackendKind::Tract], 1, Precision::F32).unwrap();
+        let settings = Settings { threads: 1, precision: Precision::F32, onnxruntime_library: None, cache_root: PathBuf::new() };
+        let backend = choose(BackendKind::TensorRt, &[BackendKind::Tract], &settings).unwrap();
         assert_eq!(backend.name(), "tract");
-        let err = choose(BackendKind::TensorRt, &[], 1, Precision::F32).err().unwrap().to_string();
-        assert!(err.contains("not compiled into this build"), "{err}");
+        let err = choose(BackendKind::TensorRt, &[], &settings).err().unwrap().to_string();
+        assert!(err.contains("tensorrt: ONNX Runtime (which drives CUDA and TensorRT) is not compiled into this build"), "{err}");
     }
 }

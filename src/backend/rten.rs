@@ -59,7 +59,7 @@ fn load(bytes: Vec<u8>, path: &Path) -> anyhow::Result<Model> {
     match options.load(bytes.clone()) {
         Ok(model) => Ok(model),
         // rten 0.27 reads repeated numbers only unpacked (see onnx_wire): CenterFace's file, and
-        // any file prost wrote (with_input_dims), need rewriting first.
+        // any file prost wrote (onnx_input::with_input_dims), need rewriting first.
         Err(first) => {
             let unpacked = super::onnx_wire::unpack_repeated(&bytes).map_err(|e| {
                 anyhow::anyhow!("{}: rten cannot load this model: {first} (nor read it as protobuf: {e})", path.display())
@@ -67,22 +67,6 @@ fn load(bytes: Vec<u8>, path: &Path) -> anyhow::Result<Model> {
             options.load(unpacked).map_err(|e| anyhow::anyhow!("{}: rten cannot load this model: {e}", path.display()))
         }
     }
-}
-
-/// The ONNX file with its (first non-weight) input declared as `dims`.
-fn with_input_dims(bytes: &[u8], dims: [usize; 4]) -> anyhow::Result<Vec<u8>> {
-    use prost::Message;
-    use tract_onnx::pb::{tensor_shape_proto::dimension::Value, tensor_shape_proto::Dimension, type_proto};
-    let mut model = tract_onnx::pb::ModelProto::decode(bytes)?;
-    let graph = model.graph.as_mut().ok_or_else(|| anyhow::anyhow!("no graph"))?;
-    let weights: std::collections::HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
-    let input = graph.input.iter_mut().find(|i| !weights.contains(&i.name)).ok_or_else(|| anyhow::anyhow!("no input"))?;
-    let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
-        anyhow::bail!("input `{}` is not a tensor", input.name);
-    };
-    let shape = tensor.shape.get_or_insert_with(Default::default);
-    shape.dim = dims.iter().map(|&d| Dimension { denotation: String::new(), value: Some(Value::DimValue(d as i64)) }).collect();
-    Ok(model.encode_to_vec())
 }
 
 fn input_info(graph: &Model) -> Result<InputInfo, String> {
@@ -127,7 +111,7 @@ impl RtenSession {
         if !self.sized.contains_key(&(height, width)) {
             let started = Instant::now();
             let bytes = std::fs::read(&self.path).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
-            let bytes = with_input_dims(&bytes, [1, 3, height as usize, width as usize])
+            let bytes = super::onnx_input::with_input_dims(&bytes, [1, 3, height as usize, width as usize])
                 .map_err(|e| anyhow::anyhow!("{}: fixing the input size: {e}", self.path.display()))?;
             self.sized.insert((height, width), load(bytes, &self.path)?);
             log::info!(

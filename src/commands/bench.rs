@@ -35,9 +35,9 @@ pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     let (mut timed, mut failed) = (Vec::new(), Vec::new());
     let several = engines.len() > 1;
     let fallbacks = crate::models::engines::engines_for(config, &model).fallbacks;
-    let precision = config.inference.precision;
+    let settings = backend::Settings::new(config, config.inference.precision).with_threads(threads);
     for kind in engines {
-        let backend = backend::choose(kind, &fallbacks, threads, precision)?;
+        let backend = backend::choose(kind, &fallbacks, &settings)?;
         match time(backend.as_ref(), &model, family, &img, args.runs) {
             Ok(t) => timed.push(t),
             // Comparing engines, one that cannot run the model is a finding, not a failure.
@@ -72,7 +72,7 @@ pub fn run(global: &Global, args: &BenchArgs) -> anyhow::Result<()> {
     if threads > 1 {
         // What the threads buy: the same engine on one thread, same input.
         let kind = best.backend.parse().unwrap_or(BackendKind::Tract);
-        let single = time(backend::choose(kind, &fallbacks, 1, precision)?.as_ref(), &model, family, &img, args.runs)?;
+        let single = time(backend::choose(kind, &fallbacks, &settings.with_threads(1))?.as_ref(), &model, family, &img, args.runs)?;
         report["single_thread_median_ms"] = single.median_ms.into();
         report["speedup"] = ((single.median_ms / best.median_ms * 100.0).round() / 100.0).into();
     }

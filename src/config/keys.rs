@@ -129,7 +129,17 @@ pub const KEYS: &[KeyDef] = &[
         default: Some("auto"),
         in_profile: true,
         env_aliases: &[],
-        help: "preferred inference backend: auto (tract or rten, measured per model at provision), tract, rten or tensorrt",
+        help: "preferred inference backend: auto (tract or rten, measured per model at provision), tract, rten, \
+               or through ONNX Runtime (glibc build): onnxruntime (CPU), cuda, tensorrt",
+    },
+    KeyDef {
+        name: "inference.onnxruntime_library",
+        kind: Kind::Path,
+        default: Some(""),
+        in_profile: true,
+        env_aliases: &[],
+        help: "libonnxruntime.so for the onnxruntime, cuda and tensorrt backends (empty = search /usr/lib, \
+               /usr/local/lib and the onnxruntime Python package's capi/ folder)",
     },
     KeyDef {
         name: "inference.precision",

@@ -62,6 +62,11 @@ pub enum BackendKind {
     Auto,
     Tract,
     Rten,
+    /// ONNX Runtime's CPU execution provider (glibc build, feature `onnxruntime`).
+    OnnxRuntime,
+    /// ONNX Runtime's CUDA execution provider, then its CPU one for what CUDA cannot run.
+    Cuda,
+    /// ONNX Runtime's TensorRT execution provider, then CUDA, then CPU.
     TensorRt,
 }
 
@@ -72,8 +77,10 @@ impl FromStr for BackendKind {
             "auto" => Ok(BackendKind::Auto),
             "tract" => Ok(BackendKind::Tract),
             "rten" => Ok(BackendKind::Rten),
+            "onnxruntime" => Ok(BackendKind::OnnxRuntime),
+            "cuda" => Ok(BackendKind::Cuda),
             "tensorrt" => Ok(BackendKind::TensorRt),
-            _ => Err(format!("unknown backend `{s}`; use auto, tract, rten or tensorrt")),
+            _ => Err(format!("unknown backend `{s}`; use auto, tract, rten, onnxruntime, cuda or tensorrt")),
         }
     }
 }
@@ -196,6 +203,8 @@ pub struct Inference {
     pub backend: BackendKind,
     pub fallback: Vec<BackendKind>,
     pub precision: Precision,
+    /// `inference.onnxruntime_library`: `libonnxruntime.so` to load; `None` = search the usual places.
+    pub onnxruntime_library: Option<PathBuf>,
 }
 
 /// The float width tract computes in. f16 halves the arithmetic's cost on cores with fp16
@@ -370,6 +379,7 @@ impl Config {
                     .iter()
                     .map(|b| b.parse().map_err(|m| invalid(s, "inference.fallback", m)))
                     .collect::<Result<_, _>>()?,
+                onnxruntime_library: Some(string(s, "inference.onnxruntime_library")?).filter(|p| !p.is_empty()).map(PathBuf::from),
             },
             memory: Memory {
                 total_mb: int_in(s, "memory.total_mb", 0, i64::MAX)? as u64,

@@ -72,9 +72,9 @@ pub fn resolve(config: &Config, args: &ModelArgs) -> anyhow::Result<ResolvedMode
 
 pub fn load_detector(config: &Config, args: &ModelArgs) -> anyhow::Result<Detector> {
     let model = resolve(config, args)?;
-    let inference = &config.inference;
     let engines = engines::engines_for(config, &model);
-    let backend = backend::choose(engines.preferred, &engines.fallbacks, inference.threads, engines.precision)?;
+    let settings = backend::Settings::new(config, engines.precision);
+    let backend = backend::choose(engines.preferred, &engines.fallbacks, &settings)?;
     let session = backend.prepare(&model.path)?;
     let spec = Spec { family: model.family, size: model.input, classes: model.classes, resize: model.resize, fixed: None };
     Ok(Detector::new(session, spec))

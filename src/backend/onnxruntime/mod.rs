@@ -1,0 +1,487 @@
+//! ONNX Runtime as a backend (feature `onnxruntime`, glibc builds): its CPU, CUDA and TensorRT
+//! execution providers, through a `libonnxruntime.so` opened at run time ([`library`]).
+//!
+//! `inference.backend = "tensorrt"` registers TensorRT, then CUDA, and ONNX Runtime runs what
+//! neither takes on its CPU provider. A TensorRT engine is built for one input size: sessions are
+//! made per size, like tract's plans, and each builds into or loads from its keyed directory in
+//! the outpost cache ([`super::engine_cache`]), so that `outpost provision` builds the engines
+//! once and the first frame after a reboot finds them.
+
+pub mod gpu;
+pub mod library;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ort::ep;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session as OrtSession;
+use ort::value::TensorRef;
+
+use super::engine_cache::{self, EngineKey};
+use super::{Backend, InputInfo, Output, Session};
+use crate::config::Precision;
+
+/// Which of ONNX Runtime's execution providers leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    TensorRt,
+}
+
+impl Provider {
+    /// The backend's name, as `inference.backend` spells it.
+    pub fn backend_name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "onnxruntime",
+            Provider::Cuda => "cuda",
+            Provider::TensorRt => "tensorrt",
+        }
+    }
+}
+
+pub struct OnnxRuntime {
+    provider: Provider,
+    threads: usize,
+    precision: Precision,
+    library: Option<PathBuf>,
+    cache_root: PathBuf,
+}
+
+impl OnnxRuntime {
+    pub fn new(provider: Provider, settings: &super::Settings) -> OnnxRuntime {
+        OnnxRuntime {
+            provider,
+            threads: settings.threads.max(1),
+            precision: settings.precision,
+            library: settings.onnxruntime_library.clone(),
+            cache_root: settings.cache_root.clone(),
+        }
+    }
+}
+
+/// Why the provider cannot run here, if it cannot: the library, the provider compiled into it,
+/// the NVIDIA pieces it needs, in that order.
+pub fn provider_unavailable(provider: Provider, library: Option<&Path>) -> Option<String> {
+    let runtime = match library::load(library) {
+        Ok(runtime) => runtime,
+        Err(why) => return Some(why),
+    };
+    let lacks = |name: &str, install: &str| {
+        format!(
+            "the ONNX Runtime {} at {} has no {name} (it has: {}); {install}",
+            runtime.version,
+            runtime.path.display(),
+            runtime.providers.join(", ")
+        )
+    };
+    let gpu_needed = |what: &str| match gpu::gpu() {
+        Ok(_) => None,
+        Err(why) => Some(format!("{what} needs an NVIDIA GPU: {why}")),
+    };
+    match provider {
+        Provider::Cpu => None,
+        Provider::Cuda if !runtime.has("CUDAExecutionProvider") => Some(lacks(
+            "CUDA execution provider",
+            "install onnxruntime-gpu (on Jetson: NVIDIA's wheel for your JetPack) and point inference.onnxruntime_library at its library",
+        )),
+        Provider::Cuda => gpu_needed("CUDA"),
+        Provider::TensorRt if !runtime.has("TensorrtExecutionProvider") => Some(lacks(
+            "TensorRT execution provider",
+            "install onnxruntime-gpu built with TensorRT (on Jetson: NVIDIA's wheel for your JetPack) and point \
+             inference.onnxruntime_library at its library",
+        )),
+        Provider::TensorRt => gpu_needed("TensorRT").or_else(|| tensorrt_version().err()),
+    }
+}
+
+fn tensorrt_version() -> Result<String, String> {
+    gpu::tensorrt().clone()
+}
+
+impl Backend for OnnxRuntime {
+    fn name(&self) -> &'static str {
+        self.provider.backend_name()
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        provider_unavailable(self.provider, self.library.as_deref())
+    }
+
+    fn prepare(&self, model: &Path) -> anyhow::Result<Box<dyn Session>> {
+        let runtime = library::load(self.library.as_deref()).map_err(anyhow::Error::msg)?;
+        let started = Instant::now();
+        // The input is read from a CPU session without graph optimisation: cheap, and what the
+        // file declares.
+        let probe = builder(runtime, self.threads)?
+            .with_optimization_level(GraphOptimizationLevel::Disable)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .commit_from_file(model)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not a loadable ONNX model for ONNX Runtime: {e}",
+                    model.display()
+                )
+            })?;
+        let input = input_info(&probe).map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
+        super::check_input(&input).map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
+        drop(probe);
+        let model_sha256 = match self.provider {
+            Provider::TensorRt => Some(file_sha256(model)?),
+            _ => None,
+        };
+        log::info!(
+            "loaded {} into ONNX Runtime {} ({}) in {:.2}s (input {} {:?}); {} thread(s)",
+            model.display(),
+            runtime.version,
+            self.provider.backend_name(),
+            started.elapsed().as_secs_f64(),
+            input.name,
+            input.dims,
+            self.threads
+        );
+        let mut session = RuntimeSession {
+            runtime,
+            provider: self.provider,
+            path: model.to_path_buf(),
+            input,
+            sessions: HashMap::new(),
+            settings: SessionSettings {
+                threads: self.threads,
+                precision: self.precision,
+                cache_root: self.cache_root.clone(),
+                model_sha256,
+            },
+        };
+        // CPU and CUDA load the declared size now, so that a provider that cannot take the model
+        // says so at load; TensorRT builds engines only for sizes that run (provision runs them).
+        if let (Some((height, width)), false) = (
+            session.input.fixed_hw(),
+            self.provider == Provider::TensorRt,
+        ) {
+            session.session_for(height, width)?;
+        }
+        Ok(Box::new(session))
+    }
+}
+
+fn builder(
+    runtime: &library::Runtime,
+    threads: usize,
+) -> anyhow::Result<ort::session::builder::SessionBuilder> {
+    OrtSession::builder(&runtime.environment)
+        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .map_err(|e| anyhow::anyhow!("ONNX Runtime session options: {e}"))
+}
+
+/// Where a TensorRT session keeps its engine, and the one size it runs.
+struct EngineSetup<'a> {
+    dir: &'a Path,
+    input: &'a InputInfo,
+    height: u32,
+    width: u32,
+}
+
+/// A session with `provider` leading, on the model's bytes; TensorRT needs its [`EngineSetup`].
+fn make_session(
+    runtime: &library::Runtime,
+    model: &Path,
+    bytes: &[u8],
+    provider: Provider,
+    threads: usize,
+    precision: Precision,
+    engine: Option<EngineSetup>,
+) -> anyhow::Result<OrtSession> {
+    let mut providers = Vec::new();
+    if let (Provider::TensorRt, Some(engine)) = (provider, engine) {
+        let dir = engine.dir.display().to_string();
+        let mut trt = ep::TensorRT::default()
+            .with_fp16(precision == Precision::F16)
+            .with_engine_cache(true)
+            .with_engine_cache_path(&dir)
+            .with_timing_cache(true)
+            .with_timing_cache_path(&dir);
+        if engine.input.fixed_hw().is_none() {
+            // The file leaves the size open: one optimisation profile at exactly this size.
+            let shape = format!(
+                "{}:1x3x{}x{}",
+                engine.input.name, engine.height, engine.width
+            );
+            trt = trt
+                .with_profile_min_shapes(&shape)
+                .with_profile_opt_shapes(&shape)
+                .with_profile_max_shapes(&shape);
+        }
+        providers.push(trt.build().error_on_failure());
+    }
+    if matches!(provider, Provider::TensorRt | Provider::Cuda) {
+        providers.push(ep::CUDA::default().build().error_on_failure());
+    }
+    builder(runtime, threads)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_execution_providers(providers)
+        .map_err(|e| anyhow::anyhow!("ONNX Runtime {}: {e}", provider.backend_name()))?
+        .commit_from_memory(bytes)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: ONNX Runtime ({}) cannot load it: {e}",
+                model.display(),
+                provider.backend_name()
+            )
+        })
+}
+
+fn input_info(session: &OrtSession) -> Result<InputInfo, String> {
+    let [input] = session.inputs() else {
+        return Err(format!(
+            "the model has {} inputs; outpost feeds one image input",
+            session.inputs().len()
+        ));
+    };
+    let shape = input
+        .dtype()
+        .tensor_shape()
+        .ok_or_else(|| format!("input `{}` is not a tensor", input.name()))?;
+    let dims = shape
+        .iter()
+        .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
+        .collect();
+    Ok(InputInfo {
+        name: input.name().to_string(),
+        dims,
+    })
+}
+
+fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buffer[..n]);
+    }
+    Ok(context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+struct SessionSettings {
+    threads: usize,
+    precision: Precision,
+    cache_root: PathBuf,
+    /// Set for TensorRT: part of every engine's key.
+    model_sha256: Option<String>,
+}
+
+struct RuntimeSession {
+    runtime: &'static library::Runtime,
+    provider: Provider,
+    path: PathBuf,
+    input: InputInfo,
+    /// A session per `(height, width)`: ONNX Runtime holds a run to the declared size, and a
+    /// TensorRT engine is built for one size.
+    sessions: HashMap<(u32, u32), OrtSession>,
+    settings: SessionSettings,
+}
+
+impl RuntimeSession {
+    fn session_for(&mut self, height: u32, width: u32) -> anyhow::Result<&mut OrtSession> {
+        if !self.sessions.contains_key(&(height, width)) {
+            let started = Instant::now();
+            let bytes = self.model_bytes(height, width)?;
+            let session = match self.provider {
+                Provider::TensorRt => self.tensorrt_session(&bytes, height, width)?,
+                provider => {
+                    let settings = &self.settings;
+                    make_session(
+                        self.runtime,
+                        &self.path,
+                        &bytes,
+                        provider,
+                        settings.threads,
+                        settings.precision,
+                        None,
+                    )?
+                }
+            };
+            log::info!(
+                "ONNX Runtime ({}): {} ready for input {width}x{height} in {:.2}s",
+                self.provider.backend_name(),
+                self.path.display(),
+                started.elapsed().as_secs_f64()
+            );
+            self.sessions.insert((height, width), session);
+        }
+        Ok(self
+            .sessions
+            .get_mut(&(height, width))
+            .expect("inserted above"))
+    }
+
+    /// The file's bytes, with the input's declared size rewritten where it differs from this run's.
+    fn model_bytes(&self, height: u32, width: u32) -> anyhow::Result<Vec<u8>> {
+        let bytes = std::fs::read(&self.path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+        let shape = [1, 3, height as usize, width as usize];
+        if self
+            .input
+            .dims
+            .iter()
+            .zip(shape)
+            .all(|(d, n)| d.is_none_or(|d| d == n))
+        {
+            return Ok(bytes);
+        }
+        super::onnx_input::with_input_dims(&bytes, shape).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: fixing the input size to {width}x{height}: {e}",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Loads the engine for this size from the cache, or builds it there (minutes on a Jetson).
+    fn tensorrt_session(
+        &self,
+        bytes: &[u8],
+        height: u32,
+        width: u32,
+    ) -> anyhow::Result<OrtSession> {
+        let settings = &self.settings;
+        let key = engine_key(
+            settings.model_sha256.as_deref().unwrap_or_default(),
+            settings.precision,
+            [width, height],
+        )
+        .map_err(anyhow::Error::msg)?;
+        let make = |dir: &Path| {
+            let engine = EngineSetup {
+                dir,
+                input: &self.input,
+                height,
+                width,
+            };
+            make_session(
+                self.runtime,
+                &self.path,
+                bytes,
+                Provider::TensorRt,
+                settings.threads,
+                settings.precision,
+                Some(engine),
+            )
+        };
+        if let Some(dir) = engine_cache::find(&settings.cache_root, &key) {
+            log::info!(
+                "TensorRT engine for {} at {width}x{height}: cached in {}",
+                self.path.display(),
+                dir.display()
+            );
+            return make(&dir);
+        }
+        log::info!(
+            "building the TensorRT engine for {} at {width}x{height} (TensorRT {}, {}): takes minutes on a Jetson",
+            self.path.display(),
+            key.tensorrt,
+            key.gpu
+        );
+        let started = Instant::now();
+        let building = engine_cache::start(&settings.cache_root, &key).map_err(|e| {
+            anyhow::anyhow!(
+                "TensorRT engine cache {}: {e}",
+                settings.cache_root.display()
+            )
+        })?;
+        let mut session = make(building.dir())?;
+        // The engine is built on the first run at a fixed size: run once before calling it done.
+        let zeros = vec![0f32; 3 * height as usize * width as usize];
+        run(&mut session, &self.input.name, &zeros, height, width)?;
+        let dir = building
+            .finish()
+            .map_err(|e| anyhow::anyhow!("TensorRT engine cache: {e}"))?;
+        log::info!(
+            "TensorRT engine built in {:.0}s: {}",
+            started.elapsed().as_secs_f64(),
+            dir.display()
+        );
+        Ok(session)
+    }
+}
+
+/// The key of the engine this machine would build now, or what is missing to build one.
+pub fn engine_key(
+    model_sha256: &str,
+    precision: Precision,
+    input: [u32; 2],
+) -> Result<EngineKey, String> {
+    let gpu = gpu::gpu().clone()?;
+    let tensorrt = tensorrt_version()?;
+    Ok(EngineKey {
+        model_sha256: model_sha256.to_string(),
+        tensorrt,
+        gpu: gpu.name,
+        compute_capability: gpu.compute_capability,
+        precision: match precision {
+            Precision::F32 => "fp32".into(),
+            Precision::F16 => "fp16".into(),
+        },
+        input,
+    })
+}
+
+impl Session for RuntimeSession {
+    fn input(&self) -> &InputInfo {
+        &self.input
+    }
+
+    fn run(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Vec<Output>> {
+        let name = self.input.name.clone();
+        let session = self.session_for(height, width)?;
+        run(session, &name, data, height, width)
+    }
+}
+
+fn run(
+    session: &mut OrtSession,
+    input: &str,
+    data: &[f32],
+    height: u32,
+    width: u32,
+) -> anyhow::Result<Vec<Output>> {
+    let expected = 3 * height as usize * width as usize;
+    anyhow::ensure!(
+        data.len() == expected,
+        "input has {} values, [1, 3, {height}, {width}] needs {expected}",
+        data.len()
+    );
+    let tensor = TensorRef::from_array_view(([1usize, 3, height as usize, width as usize], data))
+        .map_err(|e| anyhow::anyhow!("ONNX Runtime input: {e}"))?;
+    let outputs = session
+        .run(ort::inputs![input => tensor])
+        .map_err(|e| anyhow::anyhow!("ONNX Runtime run at {width}x{height}: {e}"))?;
+    let mut copied = Vec::with_capacity(outputs.len());
+    for (name, value) in outputs.iter() {
+        let (shape, values) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| anyhow::anyhow!("output `{name}`: outpost reads f32 outputs: {e}"))?;
+        copied.push(Output {
+            name: name.to_string(),
+            shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+            data: values.to_vec(),
+        });
+    }
+    Ok(copied)
+}
