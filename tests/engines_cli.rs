@@ -127,7 +127,7 @@ fn an_unknown_backend_is_a_configuration_error_naming_the_choices() {
     let unit = Unit::new();
     let out = run(unit.one_thread().env("OUTPOST_INFERENCE_BACKEND", "onnx").args(["config"]));
     assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(out.stderr.contains("use auto, tract, rten or tensorrt"), "{}", out.stderr);
+    assert!(out.stderr.contains("use auto, tract, rten, onnxruntime, cuda or tensorrt"), "{}", out.stderr);
 }
 
 #[test]

@@ -70,10 +70,11 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
             let _lock = cache.lock(loaded.config.provision.lock_wait)?;
             let r = maintain::gc(&cache)?;
             outln!(
-                "removed {} blob(s), {} partial file(s), {} old generation(s); freed {}",
+                "removed {} blob(s), {} partial file(s), {} old generation(s), {} TensorRT engine(s); freed {}",
                 r.blobs_removed,
                 r.partials_removed,
                 r.generations_removed.len(),
+                r.tensorrt_engines_removed,
                 bytes(r.bytes_freed)
             )?;
             Ok(())
@@ -100,7 +101,7 @@ pub fn run(global: &Global, cmd: &CacheCommand) -> anyhow::Result<()> {
                 i.blobs,
                 i.already_present
             )?;
-            crate::models::engines::measure_current(&loaded.config)?;
+            crate::models::engines::prepare_current(&loaded.config)?;
             Ok(())
         }
     }
@@ -150,6 +151,34 @@ fn ls(cache: &Cache, json: bool) -> anyhow::Result<()> {
             Trust::TrustOnFirstUse => "trust-on-first-use",
         };
         outln!("{:<width$}  {trust:<20}  {:>9}  {}  {}", m.id, bytes(m.size), m.sha256, m.source)?;
+    }
+    tensorrt_engines(cache, &gen)
+}
+
+/// The TensorRT engines in the cache, with the model each was built from.
+fn tensorrt_engines(cache: &Cache, gen: &crate::provision::cache::Generation) -> anyhow::Result<()> {
+    let engines = crate::backend::engine_cache::list(cache.root())?;
+    if engines.is_empty() {
+        return Ok(());
+    }
+    outln!("TensorRT engines: {}", engines.len())?;
+    for engine in engines {
+        let Some(key) = engine.key else {
+            outln!("  {} (no valid key.json: never used; `outpost cache gc` removes it)", engine.path.display())?;
+            continue;
+        };
+        let model = gen.models.iter().find(|m| m.sha256 == key.model_sha256).map_or("(no model of this generation)", |m| m.id.as_str());
+        outln!(
+            "  {model}: {}x{} {} for TensorRT {} on {} (compute {}), {} in {}",
+            key.input[0],
+            key.input[1],
+            key.precision,
+            key.tensorrt,
+            key.gpu,
+            key.compute_capability,
+            bytes(engine.bytes),
+            engine.path.display()
+        )?;
     }
     Ok(())
 }

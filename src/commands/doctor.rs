@@ -50,6 +50,7 @@ pub fn run(global: &Global) -> anyhow::Result<()> {
     check_cache(&mut report, &loaded);
     check_camera(&mut report, &loaded);
     check_threads(&mut report, &loaded);
+    check_accelerators(&mut report, &loaded);
     if report.failures > 0 {
         return Err(Failure::new(Exit::Runtime, format!("doctor: {} check(s) failed", report.failures)).into());
     }
@@ -153,6 +154,99 @@ fn check_rtsp(report: &mut Report, url: &crate::redact::Secret, camera: &crate::
 #[cfg(not(feature = "video"))]
 fn check_rtsp(report: &mut Report, _url: &crate::redact::Secret, _camera: &crate::config::Camera) {
     report.line(Status::Fail, "camera", "RTSP cameras are not in this build (cargo feature `video`)")
+}
+
+/// ONNX Runtime (library, version, providers), the GPU, TensorRT and the engine cache, for the
+/// backends configured. A missing piece fails only when no configured fallback can run instead.
+fn check_accelerators(report: &mut Report, loaded: &Loaded) {
+    use crate::config::BackendKind;
+    let inference = &loaded.config.inference;
+    if !inference.notes.is_empty() {
+        report.line(Status::Ok, "board accelerators", &inference.notes);
+    }
+    let wanted: Vec<BackendKind> = std::iter::once(inference.backend).chain(inference.fallback.iter().copied()).collect();
+    let accelerated = |k: &BackendKind| matches!(k, BackendKind::OnnxRuntime | BackendKind::Cuda | BackendKind::TensorRt);
+    let has_cpu_fallback = wanted.iter().any(|k| !accelerated(k));
+    let missing = if has_cpu_fallback { Status::Warn } else { Status::Fail };
+    #[cfg(not(feature = "onnxruntime"))]
+    {
+        if let Some(kind) = wanted.iter().find(|k| accelerated(k)) {
+            report.line(
+                missing,
+                "onnxruntime",
+                format!(
+                    "inference.backend/fallback name {}, but this build has no ONNX Runtime (the static build): use the glibc \
+                     build (scripts/build-gnu.sh){}",
+                    kind.name(),
+                    if has_cpu_fallback { "; the CPU fallback runs meanwhile" } else { "" }
+                ),
+            );
+        }
+    }
+    #[cfg(feature = "onnxruntime")]
+    {
+        use crate::backend::onnxruntime::{gpu, library};
+        let needs_runtime = wanted.iter().any(accelerated);
+        let status = |needed: bool| if needed { missing } else { Status::Ok };
+        match library::load(inference.onnxruntime_library.as_deref()) {
+            Ok(runtime) => report.line(
+                Status::Ok,
+                "onnxruntime",
+                format!("{} at {} (providers: {})", runtime.version, runtime.path.display(), runtime.providers.join(", ")),
+            ),
+            Err(why) => report.line(status(needs_runtime), "onnxruntime", why),
+        }
+        let needs_gpu = wanted.iter().any(|k| matches!(k, BackendKind::Cuda | BackendKind::TensorRt));
+        match gpu::gpu() {
+            Ok(g) => report.line(
+                Status::Ok,
+                "gpu",
+                format!("{} (compute capability {}), CUDA driver {}", g.name, g.compute_capability, g.driver_cuda),
+            ),
+            Err(why) => report.line(status(needs_gpu), "gpu", why),
+        }
+        let needs_tensorrt = wanted.contains(&BackendKind::TensorRt);
+        match gpu::tensorrt() {
+            Ok(version) => report.line(Status::Ok, "tensorrt", format!("TensorRT {version}")),
+            Err(why) => report.line(status(needs_tensorrt), "tensorrt", why),
+        }
+        for kind in wanted.iter().filter(|k| accelerated(k)) {
+            let provider = match kind {
+                BackendKind::Cuda => crate::backend::onnxruntime::Provider::Cuda,
+                BackendKind::TensorRt => crate::backend::onnxruntime::Provider::TensorRt,
+                _ => crate::backend::onnxruntime::Provider::Cpu,
+            };
+            match crate::backend::onnxruntime::provider_unavailable(provider, inference.onnxruntime_library.as_deref()) {
+                None => report.line(Status::Ok, &format!("backend {}", kind.name()), "can run here"),
+                Some(why) => report.line(missing, &format!("backend {}", kind.name()), why),
+            }
+        }
+    }
+    check_engines(report, loaded);
+}
+
+/// The TensorRT engines in the cache, and whether each model of the current generation has one.
+fn check_engines(report: &mut Report, loaded: &Loaded) {
+    let root = &loaded.config.cache_dir;
+    let engines = match crate::backend::engine_cache::list(root) {
+        Ok(engines) => engines,
+        Err(e) => return report.line(Status::Warn, "tensorrt engines", format!("{}: {e}", root.display())),
+    };
+    if engines.is_empty() && loaded.config.inference.backend != crate::config::BackendKind::TensorRt {
+        return;
+    }
+    let models = Cache::new(root).current().ok().flatten().map(|g| g.models).unwrap_or_default();
+    let without: Vec<&str> = models
+        .iter()
+        .filter(|m| !engines.iter().any(|e| e.key.as_ref().is_some_and(|k| k.model_sha256 == m.sha256)))
+        .map(|m| m.id.as_str())
+        .collect();
+    let status = if without.is_empty() { Status::Ok } else { Status::Warn };
+    let mut detail = format!("{} engine(s) in {}", engines.len(), crate::backend::engine_cache::root(root).display());
+    if !without.is_empty() {
+        detail.push_str(&format!("; none yet for {} (`outpost provision` builds them)", without.join(", ")));
+    }
+    report.line(status, "tensorrt engines", detail);
 }
 
 fn check_threads(report: &mut Report, loaded: &Loaded) {

@@ -12,7 +12,7 @@ pub fn run(global: &Global, args: &ProvisionArgs) -> anyhow::Result<()> {
         "generation {}: {} model(s) ready ({} from cache, {} fetched)",
         summary.generation, summary.models, summary.from_cache, summary.fetched
     )?;
-    crate::models::engines::measure_current(&loaded.config)?;
+    crate::models::engines::prepare_current(&loaded.config)?;
     Ok(())
 }
 

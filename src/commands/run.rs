@@ -41,7 +41,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<()> {
         match crate::provision::provision(&opts) {
             Ok(summary) => {
                 log::info!("cache generation {}: {} model(s) ready", summary.generation, summary.models);
-                crate::models::engines::measure_current(config)?;
+                crate::models::engines::prepare_current(config)?;
             }
             Err(e) if exit_for(&e) == Exit::Provisioning && !config.provision.require_complete => {
                 let Some(current) = cache.current()? else {

@@ -25,7 +25,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()> {
         match crate::provision::provision(&opts) {
             Ok(s) => {
                 log::info!("cache generation {}: {} model(s) ready", s.generation, s.models);
-                crate::models::engines::measure_current(&config)?;
+                crate::models::engines::prepare_current(&config)?;
             }
             Err(e) if exit_for(&e) == Exit::Config && cache.current()?.is_none() => return Err(e),
             Err(e) => log::warn!("{e:#}; serving the models already in the cache"),
@@ -53,7 +53,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<()> {
             // The model entered the cache: choose its engine now, as `provision` would, so it
             // does not run on tract by default until the next provision. Not measured is not
             // fatal: the model runs, on tract, and the log says why.
-            if let Err(e) = crate::models::engines::measure_current(&config) {
+            if let Err(e) = crate::models::engines::prepare_current(&config) {
                 log::warn!("model `{requested}`: engines not measured: {e:#}");
             }
             Ok(())

@@ -133,6 +133,14 @@ pub const KEYS: &[KeyDef] = &[
                or through ONNX Runtime (glibc build): onnxruntime (CPU), cuda, tensorrt",
     },
     KeyDef {
+        name: "inference.notes",
+        kind: Kind::Str,
+        default: Some(""),
+        in_profile: true,
+        env_aliases: &[],
+        help: "what this board's accelerators support with outpost (shown by `board show` and `doctor`)",
+    },
+    KeyDef {
         name: "inference.onnxruntime_library",
         kind: Kind::Path,
         default: Some(""),

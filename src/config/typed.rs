@@ -70,6 +70,20 @@ pub enum BackendKind {
     TensorRt,
 }
 
+impl BackendKind {
+    /// As `inference.backend` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Tract => "tract",
+            BackendKind::Rten => "rten",
+            BackendKind::OnnxRuntime => "onnxruntime",
+            BackendKind::Cuda => "cuda",
+            BackendKind::TensorRt => "tensorrt",
+        }
+    }
+}
+
 impl FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -205,6 +219,8 @@ pub struct Inference {
     pub precision: Precision,
     /// `inference.onnxruntime_library`: `libonnxruntime.so` to load; `None` = search the usual places.
     pub onnxruntime_library: Option<PathBuf>,
+    /// `inference.notes`: the board profile's word on its accelerators.
+    pub notes: String,
 }
 
 /// The float width tract computes in. f16 halves the arithmetic's cost on cores with fp16
@@ -379,6 +395,7 @@ impl Config {
                     .iter()
                     .map(|b| b.parse().map_err(|m| invalid(s, "inference.fallback", m)))
                     .collect::<Result<_, _>>()?,
+                notes: string(s, "inference.notes")?,
                 onnxruntime_library: Some(string(s, "inference.onnxruntime_library")?).filter(|p| !p.is_empty()).map(PathBuf::from),
             },
             memory: Memory {

@@ -1,6 +1,7 @@
 //! Which engine runs a model. `inference.backend = "auto"` is settled per model by the measurement
 //! that provisioning records ([`crate::backend::choice`]); this module makes that measurement for
-//! each model of the current generation, and reads it back when a model is loaded.
+//! each model of the current generation, and reads it back when a model is loaded. TensorRT
+//! engines are built here too, at provision time, never on the way to the first frame.
 
 use crate::backend::choice::{self, Measured};
 use crate::backend::InputInfo;
@@ -105,6 +106,60 @@ fn auto_engine(model: &ResolvedModel, measured: Option<Measured>, precision: Pre
     }
 }
 
+/// What provisioning does after the models are in the cache and before the service reports ready:
+/// the engine measurement of "auto", and the TensorRT engines when `tensorrt` is configured.
+pub fn prepare_current(config: &Config) -> anyhow::Result<()> {
+    measure_current(config)?;
+    build_tensorrt_engines(config)
+}
+
+/// Builds (or finds in the cache) the TensorRT engine of every model of the current generation
+/// at the size it will run, by running it once. Minutes per model on a Jetson's first boot, so
+/// each says so; a later boot finds every engine under its key and loads it in seconds. Where
+/// TensorRT cannot run, nothing is built and the warning says why and what runs instead.
+fn build_tensorrt_engines(config: &Config) -> anyhow::Result<()> {
+    let inference = &config.inference;
+    if inference.backend != BackendKind::TensorRt && !inference.fallback.contains(&BackendKind::TensorRt) {
+        return Ok(());
+    }
+    let cache = Cache::new(&config.cache_dir);
+    let Some(gen) = cache.current()? else { return Ok(()) };
+    let settings = crate::backend::Settings::new(config, Precision::F32);
+    let backend = match crate::backend::choose(BackendKind::TensorRt, &[], &settings) {
+        Ok(backend) => backend,
+        Err(e) => {
+            let instead: Vec<String> = inference.fallback.iter().filter(|k| **k != BackendKind::TensorRt).map(|k| k.name().to_string()).collect();
+            log::warn!(
+                "no TensorRT engines built: {e:#}; the models run on {}",
+                if instead.is_empty() { "nothing (inference.fallback is empty)".to_string() } else { format!("the fallback ({})", instead.join(", ")) }
+            );
+            return Ok(());
+        }
+    };
+    for record in &gen.models {
+        let args = ModelArgs { model: Some(record.id.clone()), ..Default::default() };
+        let started = std::time::Instant::now();
+        log::info!("building the TensorRT engine for `{}` (or finding it in the cache): takes minutes on a first boot", record.id);
+        let built = super::resolve(config, &args).and_then(|model| {
+            let family = model.family.unwrap_or(Family::Yolov8);
+            let mut session = backend.prepare(&model.path)?;
+            // At the size the camera's frames will run: an engine is built for one size.
+            let frame = (config.camera.width, config.camera.height);
+            let (input, height, width) = sample_input(family, model.input, session.input(), frame)?;
+            session.run(&input, height, width).map(|_| (width, height))
+        });
+        match built {
+            Ok((width, height)) => log::info!(
+                "TensorRT engine for `{}` at {width}x{height} ready in {:.1}s",
+                record.id,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => log::warn!("`{}`: no TensorRT engine ({e:#}); it runs on the fallback", record.id),
+        }
+    }
+    Ok(())
+}
+
 /// Measures both engines on every model of the current generation that has no record yet at
 /// this thread count. Runs after provisioning, before the service reports ready; a model that
 /// cannot be measured keeps tract and a warning. Nothing to do unless "auto" is configured.
@@ -125,7 +180,7 @@ pub fn measure_current(config: &Config) -> anyhow::Result<()> {
         let args = ModelArgs { model: Some(record.id.clone()), ..Default::default() };
         let measured = super::resolve(config, &args).and_then(|model| {
             let family = model.family.unwrap_or(Family::Yolov8);
-            let make_input = |info: &InputInfo| sample_input(family, model.input, info);
+            let make_input = |info: &InputInfo| sample_input(family, model.input, info, (640, 480));
             choice::measure(&model.path, inference.threads, inference.precision == Precision::F16, &make_input)
         });
         match measured {
@@ -151,9 +206,14 @@ pub fn measure_current(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A mid-grey frame prepared as the detector would prepare a 640x480 camera picture.
-fn sample_input(family: Family, size: Option<[u32; 2]>, info: &InputInfo) -> anyhow::Result<(Vec<f32>, u32, u32)> {
-    let img = RgbImage::new(640, 480, vec![114; 640 * 480 * 3]);
+/// A mid-grey frame prepared as the detector would prepare a camera picture of `frame` (width, height).
+fn sample_input(
+    family: Family,
+    size: Option<[u32; 2]>,
+    info: &InputInfo,
+    (width, height): (u32, u32),
+) -> anyhow::Result<(Vec<f32>, u32, u32)> {
+    let img = RgbImage::new(width, height, vec![114; width as usize * height as usize * 3]);
     let spec = Spec { family: Some(family), size, fixed: info.fixed_hw(), ..Spec::default() };
     let Prepared { data, meta } = Codec::new(spec).prepare(&img, family)?;
     let (width, height) = meta.input;

@@ -75,6 +75,8 @@ pub struct GcReport {
     pub partials_removed: usize,
     /// Engine measurements (`inference.backend = "auto"`) of models no kept generation holds.
     pub engine_records_removed: usize,
+    /// TensorRT engines of models no kept generation holds, and abandoned engine builds.
+    pub tensorrt_engines_removed: usize,
     pub bytes_freed: u64,
 }
 
@@ -117,6 +119,10 @@ pub fn gc(cache: &Cache) -> io::Result<GcReport> {
             report.engine_records_removed += 1;
         }
     }
+    let referenced: std::collections::HashSet<String> = referenced.into_iter().collect();
+    let engines = crate::backend::engine_cache::gc(cache.root(), &referenced)?;
+    report.tensorrt_engines_removed = engines.engines;
+    report.bytes_freed += engines.bytes;
     for path in cache.partial_files()? {
         report.bytes_freed += fs::metadata(&path).map_or(0, |m| m.len());
         fs::remove_file(&path)?;

@@ -55,17 +55,33 @@ fn open_first(names: &[&str]) -> Result<Library, String> {
         // libraries, whose initialisers have no preconditions on the caller.
         match unsafe { Library::new(*name) } {
             Ok(library) => return Ok(library),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(loader_error(&e)),
         }
     }
-    Err(errors.join("; "))
+    // The first name is the one a current install has; the older ones' errors add only noise.
+    Err(errors.into_iter().next().unwrap_or_default())
+}
+
+/// The dynamic loader's own words (libloading's Display says only "dlopen failed").
+pub fn loader_error(e: &libloading::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(source) => source.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Why `path` cannot be opened as a library, in the loader's words; `None` if it can.
+pub fn why_unloadable(path: &std::path::Path) -> Option<String> {
+    // SAFETY: as in `open_first`: the library is ONNX Runtime, the one the caller is about to load
+    // anyway; its initialisers have no preconditions on the caller.
+    unsafe { Library::new(path) }.err().map(|e| loader_error(&e))
 }
 
 type CuResult = c_int;
 
 fn probe_gpu() -> Result<Gpu, String> {
     let library = open_first(CUDA_LIBRARIES)
-        .map_err(|e| format!("no CUDA driver (libcuda.so.1 not loadable: {e}); install the NVIDIA driver (on Jetson: JetPack)"))?;
+        .map_err(|e| format!("no CUDA driver ({e}); install the NVIDIA driver (on Jetson: JetPack)"))?;
     // SAFETY: the signatures are those of cuda.h's driver API (CUDA_API_VERSION >= 3020, unchanged
     // since), called in the documented order: cuInit before any other call; every out-pointer is
     // a live local of the declared type; the name buffer's length is passed with it.
@@ -118,7 +134,7 @@ fn probe_gpu() -> Result<Gpu, String> {
 
 fn probe_tensorrt() -> Result<String, String> {
     let library = open_first(TENSORRT_LIBRARIES)
-        .map_err(|e| format!("TensorRT is not installed (libnvinfer.so.10/.8 not loadable: {e}); on Jetson it comes with JetPack"))?;
+        .map_err(|e| format!("TensorRT is not installed ({e}); on Jetson it comes with JetPack"))?;
     // SAFETY: `getInferLibVersion` is NvInferRuntime.h's `extern "C" int32_t getInferLibVersion()`,
     // without arguments or preconditions.
     let version = unsafe {

@@ -51,7 +51,10 @@ fn open(configured: Option<&Path>) -> Result<Runtime, String> {
         })?,
     };
     let builder =
-        ort::init_from(&path).map_err(|e| format!("ONNX Runtime at {}: {e}", path.display()))?;
+        ort::init_from(&path).map_err(|e| match super::gpu::why_unloadable(&path) {
+            Some(why) => format!("ONNX Runtime at {} cannot be loaded: {why}", path.display()),
+            None => format!("ONNX Runtime at {}: {e}", path.display()),
+        })?;
     let environment = builder.with_name("outpost").build().map_err(|e| {
         format!(
             "ONNX Runtime at {}: cannot create its environment: {e}",
