@@ -86,6 +86,41 @@ fn rten_raw_tensors_match_onnxruntime() {
     }
 }
 
+/// The glibc build's ONNX Runtime backend (CPU provider, PyPI's own library): the references
+/// (made by onnxruntime-python) and tract's full tensors, within the same tolerance.
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime_cpu(threads: usize) -> outpost::backend::onnxruntime::OnnxRuntime {
+    let settings = outpost::backend::Settings {
+        threads,
+        precision: outpost::config::Precision::F32,
+        onnxruntime_library: Some(support::onnxruntime_library()),
+        cache_root: std::env::temp_dir(),
+    };
+    outpost::backend::onnxruntime::OnnxRuntime::new(outpost::backend::onnxruntime::Provider::Cpu, &settings)
+}
+
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn onnxruntime_backend_matches_the_references_and_tract() {
+    let ort = onnxruntime_cpu(1);
+    for stem in ["yolov8n_random", "centerface", "layout_cdla"] {
+        raw_parity_on(stem, &ort);
+        // Every element, not only the references' samples, against tract on the same input.
+        let case = reference(&format!("raw/{stem}.json"));
+        let model = fixtures().join(case["model"].as_str().unwrap());
+        let (data, h, w) = placed_input(&case);
+        let ours = ort.prepare(&model).unwrap().run(&data, h, w).unwrap();
+        let tract = outpost::backend::tract::Tract::new(1).prepare(&model).unwrap().run(&data, h, w).unwrap();
+        assert_eq!(ours.len(), tract.len(), "{stem}: output count");
+        for (o, t) in ours.iter().zip(&tract) {
+            assert_eq!(o.shape, t.shape, "{stem}: output {} shape", o.name);
+            let worst = o.data.iter().zip(&t.data).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0f32, f32::max);
+            assert!(worst <= 1e-3, "{stem} output {}: onnxruntime and tract differ by {worst:e}", o.name);
+            eprintln!("{stem} output {}: max |onnxruntime - tract| / (1 + |tract|) = {worst:e} over {} values", o.name, o.data.len());
+        }
+    }
+}
+
 #[test]
 fn centerface_raw_tensors_match_onnxruntime() {
     raw_parity("centerface");
@@ -162,6 +197,8 @@ fn rfdetr_decode_matches_rfdetr_postprocess() {
     let mut engines: Vec<Box<dyn Backend>> = vec![Box::new(outpost::backend::tract::Tract::new(1))];
     #[cfg(feature = "rten")]
     engines.push(Box::new(outpost::backend::rten::Rten::new(1)));
+    #[cfg(feature = "onnxruntime")]
+    engines.push(Box::new(onnxruntime_cpu(1)));
     for engine in engines {
         let name = engine.name();
         let outputs = engine.prepare(&model).unwrap().run(&data, h, w).unwrap();

@@ -132,3 +132,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// ONNX Runtime's CPU library for the `onnxruntime` backend's tests: scripts/test.sh fetches the
+/// pinned PyPI wheel's (scripts/onnxruntime/fetch-library.sh) and names it here.
+#[cfg(feature = "onnxruntime")]
+pub fn onnxruntime_library() -> PathBuf {
+    let path = std::env::var_os("OUTPOST_TEST_ONNXRUNTIME").map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "OUTPOST_TEST_ONNXRUNTIME is not set: the onnxruntime feature's tests need ONNX Runtime's library \
+             (run them through scripts/test.sh, or export OUTPOST_TEST_ONNXRUNTIME=$(scripts/onnxruntime/fetch-library.sh | tail -1))"
+        )
+    });
+    assert!(path.is_file(), "OUTPOST_TEST_ONNXRUNTIME={}: no such file", path.display());
+    path
+}
