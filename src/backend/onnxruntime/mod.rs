@@ -236,23 +236,22 @@ fn make_session(
 
 fn input_info(session: &OrtSession) -> Result<InputInfo, String> {
     let [input] = session.inputs() else {
-        return Err(format!(
-            "the model has {} inputs; outpost feeds one image input",
-            session.inputs().len()
-        ));
+        return Err(format!("the model has {} inputs; outpost feeds one image input", session.inputs().len()));
     };
-    let shape = input
-        .dtype()
-        .tensor_shape()
-        .ok_or_else(|| format!("input `{}` is not a tensor", input.name()))?;
-    let dims = shape
-        .iter()
-        .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
-        .collect();
-    Ok(InputInfo {
-        name: input.name().to_string(),
-        dims,
-    })
+    let name = input.name();
+    let dtype = input.dtype();
+    match dtype.tensor_type() {
+        Some(ort::value::TensorElementType::Float32) => {}
+        Some(other) => {
+            return Err(format!(
+                "input `{name}` takes {other:?} values; outpost feeds float32 images (re-export the model with a float input)"
+            ))
+        }
+        None => return Err(format!("input `{name}` is not a tensor")),
+    }
+    let shape = dtype.tensor_shape().ok_or_else(|| format!("input `{name}` is not a tensor"))?;
+    let dims = shape.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d > 0)).collect();
+    Ok(InputInfo { name: name.to_string(), dims })
 }
 
 fn file_sha256(path: &Path) -> anyhow::Result<String> {
@@ -331,26 +330,11 @@ impl RuntimeSession {
             .expect("inserted above"))
     }
 
-    /// The file's bytes, with the input's declared size rewritten where it differs from this run's.
+    /// The file's bytes at this run's size, prepared for ONNX Runtime ([`super::onnx_input::for_onnxruntime`]).
     fn model_bytes(&self, height: u32, width: u32) -> anyhow::Result<Vec<u8>> {
-        let bytes = std::fs::read(&self.path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
-        let shape = [1, 3, height as usize, width as usize];
-        if self
-            .input
-            .dims
-            .iter()
-            .zip(shape)
-            .all(|(d, n)| d.is_none_or(|d| d == n))
-        {
-            return Ok(bytes);
-        }
-        super::onnx_input::with_input_dims(&bytes, shape).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: fixing the input size to {width}x{height}: {e}",
-                self.path.display()
-            )
-        })
+        let bytes = std::fs::read(&self.path).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+        super::onnx_input::for_onnxruntime(&bytes, [1, 3, height as usize, width as usize])
+            .map_err(|e| anyhow::anyhow!("{}: fixing the input size to {width}x{height}: {e}", self.path.display()))
     }
 
     /// Loads the engine for this size from the cache, or builds it there (minutes on a Jetson).
