@@ -43,12 +43,8 @@ impl EngineKey {
             self.input[0],
             self.input[1]
         );
-        let digest = ring::digest::digest(&ring::digest::SHA256, rest.as_bytes());
-        let hex: String = digest.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{}-{hex}", self.model_sha256)
+        let digest = crate::provision::sha256_hex(rest.as_bytes());
+        format!("{}-{}", self.model_sha256, &digest[..16])
     }
 
     /// Same model, shape and precision: an engine for another TensorRT or GPU that this one replaces.

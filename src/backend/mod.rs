@@ -149,11 +149,7 @@ pub fn choose(preferred: BackendKind, fallback: &[BackendKind], settings: &Setti
             #[cfg(feature = "onnxruntime")]
             BackendKind::OnnxRuntime | BackendKind::Cuda | BackendKind::TensorRt => {
                 use onnxruntime::{OnnxRuntime, Provider};
-                let provider = match kind {
-                    BackendKind::Cuda => Provider::Cuda,
-                    BackendKind::TensorRt => Provider::TensorRt,
-                    _ => Provider::Cpu,
-                };
+                let provider = Provider::for_kind(kind).expect("an ONNX Runtime kind");
                 Box::new(OnnxRuntime::new(provider, settings))
             }
             #[cfg(not(feature = "onnxruntime"))]
@@ -202,12 +198,12 @@ impl Backend for Unavailable {
     }
 }
 
-#[cfg(test)]
+// The static build's answer to an accelerated backend; the glibc build's is tests/onnxruntime_cli.rs.
+#[cfg(all(test, not(feature = "onnxruntime")))]
 mod tests {
     use super::*;
 
     #[test]
-    #[cfg(not(feature = "onnxruntime"))]
     fn tensorrt_falls_back_to_tract() {
         let settings = Settings { threads: 1, precision: Precision::F32, onnxruntime_library: None, cache_root: PathBuf::new() };
         let backend = choose(BackendKind::TensorRt, &[BackendKind::Tract], &settings).unwrap();

@@ -210,12 +210,7 @@ fn check_accelerators(report: &mut Report, loaded: &Loaded) {
             Ok(version) => report.line(Status::Ok, "tensorrt", format!("TensorRT {version}")),
             Err(why) => report.line(status(needs_tensorrt), "tensorrt", why),
         }
-        for kind in wanted.iter().filter(|k| accelerated(k)) {
-            let provider = match kind {
-                BackendKind::Cuda => crate::backend::onnxruntime::Provider::Cuda,
-                BackendKind::TensorRt => crate::backend::onnxruntime::Provider::TensorRt,
-                _ => crate::backend::onnxruntime::Provider::Cpu,
-            };
+        for (kind, provider) in wanted.iter().filter_map(|&k| Some((k, crate::backend::onnxruntime::Provider::for_kind(k)?))) {
             match crate::backend::onnxruntime::provider_unavailable(provider, inference.onnxruntime_library.as_deref()) {
                 None => report.line(Status::Ok, &format!("backend {}", kind.name()), "can run here"),
                 Some(why) => report.line(missing, &format!("backend {}", kind.name()), why),

@@ -159,20 +159,7 @@ fn candidate_dirs() -> Vec<PathBuf> {
         python_roots.insert(0, Path::new(&venv).join("lib"));
     }
     for root in python_roots {
-        let Ok(entries) = std::fs::read_dir(&root) else {
-            continue;
-        };
-        let mut pythons: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("python3"))
-            })
-            .collect();
-        pythons.sort();
-        for python in pythons.into_iter().rev() {
+        for python in named_like(&root, "python3").into_iter().rev() {
             for packages in ["site-packages", "dist-packages"] {
                 dirs.push(python.join(packages).join("onnxruntime").join("capi"));
             }
@@ -187,18 +174,19 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     if plain.is_file() {
         return Some(plain);
     }
-    let mut versioned: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
+    named_like(dir, "libonnxruntime.so.").pop()
+}
+
+/// The entries of `dir` whose names start with `prefix`, sorted (none if it cannot be read).
+fn named_like(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
         .collect();
-    versioned.sort();
-    versioned.pop()
+    found.sort();
+    found
 }
 
 #[cfg(test)]

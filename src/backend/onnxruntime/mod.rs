@@ -21,7 +21,7 @@ use ort::value::TensorRef;
 
 use super::engine_cache::{self, EngineKey};
 use super::{Backend, InputInfo, Output, Session};
-use crate::config::Precision;
+use crate::config::{BackendKind, Precision};
 
 /// Which of ONNX Runtime's execution providers leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,16 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// The provider that leads for `kind`, if ONNX Runtime runs it.
+    pub fn for_kind(kind: BackendKind) -> Option<Provider> {
+        match kind {
+            BackendKind::OnnxRuntime => Some(Provider::Cpu),
+            BackendKind::Cuda => Some(Provider::Cuda),
+            BackendKind::TensorRt => Some(Provider::TensorRt),
+            BackendKind::Auto | BackendKind::Tract | BackendKind::Rten => None,
+        }
+    }
+
     /// The backend's name, as `inference.backend` spells it.
     pub fn backend_name(self) -> &'static str {
         match self {
@@ -93,12 +103,8 @@ pub fn provider_unavailable(provider: Provider, library: Option<&Path>) -> Optio
             "install onnxruntime-gpu built with TensorRT (on Jetson: NVIDIA's wheel for your JetPack) and point \
              inference.onnxruntime_library at its library",
         )),
-        Provider::TensorRt => gpu_needed("TensorRT").or_else(|| tensorrt_version().err()),
+        Provider::TensorRt => gpu_needed("TensorRT").or_else(|| gpu::tensorrt().clone().err()),
     }
-}
-
-fn tensorrt_version() -> Result<String, String> {
-    gpu::tensorrt().clone()
 }
 
 impl Backend for OnnxRuntime {
@@ -128,10 +134,6 @@ impl Backend for OnnxRuntime {
         let input = input_info(&probe).map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
         super::check_input(&input).map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
         drop(probe);
-        let model_sha256 = match self.provider {
-            Provider::TensorRt => Some(file_sha256(model)?),
-            _ => None,
-        };
         log::info!(
             "loaded {} into ONNX Runtime {} ({}) in {:.2}s (input {} {:?}); {} thread(s)",
             model.display(),
@@ -152,7 +154,6 @@ impl Backend for OnnxRuntime {
                 threads: self.threads,
                 precision: self.precision,
                 cache_root: self.cache_root.clone(),
-                model_sha256,
             },
         };
         // CPU and CUDA load the declared size now, so that a provider that cannot take the model
@@ -254,35 +255,10 @@ fn input_info(session: &OrtSession) -> Result<InputInfo, String> {
     Ok(InputInfo { name: name.to_string(), dims })
 }
 
-fn file_sha256(path: &Path) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut file =
-        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        context.update(&buffer[..n]);
-    }
-    Ok(context
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
 struct SessionSettings {
     threads: usize,
     precision: Precision,
     cache_root: PathBuf,
-    /// Set for TensorRT: part of every engine's key.
-    model_sha256: Option<String>,
 }
 
 struct RuntimeSession {
@@ -300,9 +276,17 @@ impl RuntimeSession {
     fn session_for(&mut self, height: u32, width: u32) -> anyhow::Result<&mut OrtSession> {
         if !self.sessions.contains_key(&(height, width)) {
             let started = Instant::now();
-            let bytes = self.model_bytes(height, width)?;
+            let file = std::fs::read(&self.path).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+            let bytes = super::onnx_input::for_onnxruntime(&file, [1, 3, height as usize, width as usize]).map_err(|e| {
+                anyhow::anyhow!("{}: fixing the input size to {width}x{height}: {e}", self.path.display())
+            })?;
             let session = match self.provider {
-                Provider::TensorRt => self.tensorrt_session(&bytes, height, width)?,
+                // The engine's key holds the file's digest, not the rewritten bytes'.
+                Provider::TensorRt => {
+                    let sha256 = crate::provision::sha256_hex(&file);
+                    drop(file);
+                    self.tensorrt_session(&sha256, &bytes, height, width)?
+                }
                 provider => {
                     let settings = &self.settings;
                     make_session(
@@ -330,23 +314,17 @@ impl RuntimeSession {
             .expect("inserted above"))
     }
 
-    /// The file's bytes at this run's size, prepared for ONNX Runtime ([`super::onnx_input::for_onnxruntime`]).
-    fn model_bytes(&self, height: u32, width: u32) -> anyhow::Result<Vec<u8>> {
-        let bytes = std::fs::read(&self.path).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
-        super::onnx_input::for_onnxruntime(&bytes, [1, 3, height as usize, width as usize])
-            .map_err(|e| anyhow::anyhow!("{}: fixing the input size to {width}x{height}: {e}", self.path.display()))
-    }
-
     /// Loads the engine for this size from the cache, or builds it there (minutes on a Jetson).
     fn tensorrt_session(
         &self,
+        model_sha256: &str,
         bytes: &[u8],
         height: u32,
         width: u32,
     ) -> anyhow::Result<OrtSession> {
         let settings = &self.settings;
         let key = engine_key(
-            settings.model_sha256.as_deref().unwrap_or_default(),
+            model_sha256,
             settings.precision,
             [width, height],
         )
@@ -412,7 +390,7 @@ pub fn engine_key(
     input: [u32; 2],
 ) -> Result<EngineKey, String> {
     let gpu = gpu::gpu().clone()?;
-    let tensorrt = tensorrt_version()?;
+    let tensorrt = gpu::tensorrt().clone()?;
     Ok(EngineKey {
         model_sha256: model_sha256.to_string(),
         tensorrt,
