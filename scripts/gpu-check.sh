@@ -5,7 +5,8 @@
 # Checks: `doctor` sees the CUDA driver and the GPU (name, compute capability); the CPU provider
 # runs a fixture model and finds what tract finds; `tensorrt` with that CPU-only library falls
 # back naming TensorRT. With ORT_GPU_LIBRARY (onnxruntime-gpu's libonnxruntime.so, ~250 MB wheel,
-# not carried by default) it also runs `cuda` and builds a TensorRT engine at provision.
+# not carried by default) it also runs `cuda`, builds a TensorRT engine at provision, and an fp16
+# one through the accuracy gate.
 #
 #   OUTPOST_BIN=... ORT_LIBRARY=... scripts/gpu-check.sh     exit 0 = every check passed
 set -euo pipefail
@@ -69,8 +70,20 @@ if [ -n "${ORT_GPU_LIBRARY:-}" ]; then
     grep -q 'TensorRT engine for `yolo` at 640x640 ready' "$work/provision.log"
     "$bin" --cache-dir "$work/cache" cache ls | grep -q 'yolo: 640x640 fp32 for TensorRT'
   }
+  fp16_engine_through_the_gate() {
+    # CenterFace keeps its face in fp16 (tract's f16 does, tests/half_gate.rs): its engine should pass.
+    sha=$(sha256sum tests/fixtures/centerface.onnx | cut -d' ' -f1)
+    printf 'version = 1\n[[models]]\nid = "faces"\nsource = "file://%s"\nsha256 = "%s"\nfamily = "centerface"\n' \
+      "$PWD/tests/fixtures/centerface.onnx" "$sha" > "$work/faces.toml"
+    "$bin" --board x86_64-dev --cache-dir "$work/cache16" --set inference.backend=tensorrt --set "inference.onnxruntime_library=$lib" \
+      --set inference.precision=f16 --set "inference.calibration_image=$PWD/tests/fixtures/images/astronaut.png" \
+      provision --manifest "$work/faces.toml" 2>&1 | tee "$work/provision16.log"
+    grep -q 'TensorRT fp16 engine for .* accepted' "$work/provision16.log"
+    "$bin" --cache-dir "$work/cache16" cache ls | tee "$work/ls16" | grep -q 'fp16 accuracy gate: accepted'
+  }
   check "the CUDA provider runs (onnxruntime-gpu)" cuda_runs
   check "a TensorRT engine is built at provision and listed (onnxruntime-gpu)" engine_built_at_provision
+  check "an fp16 TensorRT engine passes the accuracy gate at provision (onnxruntime-gpu)" fp16_engine_through_the_gate
 else
   echo "SKIP cuda and tensorrt providers: set ORT_GPU_LIBRARY to onnxruntime-gpu's libonnxruntime.so"
 fi

@@ -93,6 +93,8 @@ fn onnxruntime_cpu(threads: usize) -> outpost::backend::onnxruntime::OnnxRuntime
     let settings = outpost::backend::Settings {
         threads,
         precision: outpost::config::Precision::F32,
+        requested_precision: outpost::config::Precision::F32,
+        half_gate: None,
         onnxruntime_library: Some(support::onnxruntime_library()),
         cache_root: std::env::temp_dir(),
     };

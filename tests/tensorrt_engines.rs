@@ -86,3 +86,58 @@ fn cache_ls_shows_engines_and_gc_removes_those_of_models_gone_and_abandoned_buil
     assert!(gc.stdout.contains("1 TensorRT engine(s)"), "{}", gc.stdout);
     assert!(engine_cache::list(&cache).unwrap().is_empty());
 }
+
+#[test]
+fn the_fp16_gate_verdict_is_shown_by_cache_ls_and_doctor() {
+    let sandbox = provisioned_sandbox();
+    let cache = sandbox.path().join("cache");
+    let faces = sha256_of("centerface.onnx");
+    let half = EngineKey { precision: "fp16".into(), ..key(&faces, "10.3.0") };
+    let building = engine_cache::start(&cache, &half).unwrap();
+    std::fs::write(building.dir().join("TensorrtExecutionProvider_cache.engine"), [1u8; 5000]).unwrap();
+    let refused = engine_cache::HalfVerdict {
+        accepted: false,
+        reason: "f32's `face` 0.87 at (240, 120) 60x80 has no fp16 box at IoU >= 0.9 (best IoU 0.42) on pole.jpg at 640x640".into(),
+        calibration_sha256: "ab".repeat(32),
+    };
+    engine_cache::record_verdict(building.dir(), &refused).unwrap();
+    let dir = building.finish().unwrap();
+    assert!(!dir.join("TensorrtExecutionProvider_cache.engine").exists(), "a refused engine does not take flash");
+    build(&cache, &key(&faces, "10.3.0"), b"the f32 engine that runs instead");
+    let outpost = |settings: &[&str]| {
+        let mut cmd = sandbox.outpost();
+        cmd.arg("--cache-dir").arg(&cache);
+        for s in settings {
+            cmd.args(["--set", s]);
+        }
+        cmd
+    };
+
+    let ls = run(outpost(&[]).args(["cache", "ls"]));
+    assert_eq!(ls.code, 0, "{}", ls.stderr);
+    assert!(ls.stdout.contains("  faces: 640x640 fp16 for TensorRT 10.3.0"), "{}", ls.stdout);
+    assert!(
+        ls.stdout.contains(&format!("    fp16 accuracy gate: refused, the f32 engine runs: {}", refused.reason)),
+        "{}",
+        ls.stdout
+    );
+
+    let doctor_line = |settings: &[&str]| {
+        let out = run(outpost(settings).arg("doctor"));
+        out.stdout
+            .lines()
+            .find(|l| l.get(5..).is_some_and(|l| l.starts_with("tensorrt fp16:")))
+            .unwrap_or_else(|| panic!("{}{}", out.stdout, out.stderr))
+            .to_string()
+    };
+    let trt = ["inference.backend=tensorrt", "inference.fallback=tract", "inference.precision=f16"];
+    let line = doctor_line(&trt);
+    assert!(line.starts_with("warn") && line.contains("inference.calibration_image is not set"), "{line}");
+    let missing = sandbox.path().join("no-such.jpg");
+    let missing = format!("inference.calibration_image={}", missing.display());
+    let line = doctor_line(&[trt[0], trt[1], trt[2], &missing]);
+    assert!(line.starts_with("warn") && line.contains("no-such.jpg: cannot read"), "{line}");
+    let image = format!("inference.calibration_image={}", support::fixtures().join("images/astronaut.png").display());
+    let line = doctor_line(&[trt[0], trt[1], trt[2], &image]);
+    assert!(line.starts_with("ok") && line.contains("fp16 engines accepted: 0, refused: 1"), "{line}");
+}

@@ -7,6 +7,7 @@
 //! misses the key and builds anew; the superseded engines of that model are removed once the new
 //! one is complete. A build happens in `.building-<name>-<pid>/` and is renamed into place only
 //! after every file in it is synced: a power cut leaves the old engine or none, never half a one.
+//! An fp16 engine also keeps the accuracy gate's verdict ([`HalfVerdict`]).
 //! Compiled into every build, so that the static binary's `cache ls`/`gc` handle a shared cache.
 
 use std::collections::HashSet;
@@ -56,7 +57,43 @@ impl EngineKey {
     }
 }
 
+/// What the accuracy gate found for an fp16 engine (`models::half_gate`), kept in the engine's
+/// directory as `fp16-gate.json`. A refused engine's files are removed; the verdict stays, so the
+/// next boot runs f32 without building and checking fp16 again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HalfVerdict {
+    pub accepted: bool,
+    /// What was compared and found, in a sentence.
+    pub reason: String,
+    /// The calibration image's sha256: a verdict on another picture is checked again at provision.
+    pub calibration_sha256: String,
+}
+
 const KEY_FILE: &str = "key.json";
+const VERDICT_FILE: &str = "fp16-gate.json";
+
+/// The gate's verdict kept in an engine directory, if it has one.
+pub fn verdict(dir: &Path) -> Option<HalfVerdict> {
+    serde_json::from_slice(&fs::read(dir.join(VERDICT_FILE)).ok()?).ok()
+}
+
+/// Keeps `verdict` in `dir` (written atomically); a refused engine's files go, the key stays.
+pub fn record_verdict(dir: &Path, verdict: &HalfVerdict) -> io::Result<()> {
+    if !verdict.accepted {
+        for path in entries(dir)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name != KEY_FILE && name != VERDICT_FILE {
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    let bytes = serde_json::to_vec_pretty(verdict).map_err(io::Error::other)?;
+    crate::provision::cache::write_atomic(dir, VERDICT_FILE, &bytes)
+}
 const BUILDING: &str = ".building-";
 
 pub fn root(cache_root: &Path) -> PathBuf {
@@ -106,6 +143,13 @@ impl Building {
         &self.dir
     }
 
+    /// Drops what was built (a build that failed or was refused before it was finished).
+    pub fn abandon(self) {
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            log::warn!("cannot remove {}: {e} (`outpost cache gc` will)", self.dir.display());
+        }
+    }
+
     /// Syncs what was built, adds `key.json`, renames the directory into place and removes the
     /// engines this one supersedes. Returns the final directory.
     pub fn finish(self) -> io::Result<PathBuf> {
@@ -147,6 +191,8 @@ pub struct Engine {
     pub path: PathBuf,
     /// `None` for a directory without a readable `key.json` (never used; removed by `gc`).
     pub key: Option<EngineKey>,
+    /// An fp16 engine's accuracy verdict.
+    pub verdict: Option<HalfVerdict>,
     pub bytes: u64,
 }
 
@@ -165,6 +211,7 @@ pub fn list(cache_root: &Path) -> io::Result<Vec<Engine>> {
         engines.push(Engine {
             bytes: dir_bytes(&path),
             key,
+            verdict: verdict(&path),
             path,
         });
     }
@@ -351,6 +398,44 @@ mod tests {
         assert!(find(cache.path(), &k).is_none());
         assert!(find(cache.path(), &other).is_none());
         assert_eq!(list(cache.path()).unwrap()[0].key, None);
+    }
+
+    #[test]
+    fn a_refused_fp16_engine_keeps_its_verdict_and_loses_its_files() {
+        let cache = tempfile::tempdir().unwrap();
+        let half = EngineKey {
+            precision: "fp16".into(),
+            ..key()
+        };
+        let building = start(cache.path(), &half).unwrap();
+        fs::write(building.dir().join("model.engine"), b"fp16 engine").unwrap();
+        let accepted = HalfVerdict {
+            accepted: true,
+            reason: "3 of f32's 3 boxes matched".into(),
+            calibration_sha256: "12".repeat(32),
+        };
+        record_verdict(building.dir(), &accepted).unwrap();
+        let dir = building.finish().unwrap();
+        assert_eq!(verdict(&dir), Some(accepted.clone()));
+        assert!(dir.join("model.engine").exists());
+        let refused = HalfVerdict {
+            accepted: false,
+            reason: "f32's `person` has no fp16 box".into(),
+            ..accepted
+        };
+        record_verdict(&dir, &refused).unwrap();
+        assert!(!dir.join("model.engine").exists(), "a refused engine is not kept");
+        assert_eq!(find(cache.path(), &half), Some(dir.clone()), "its key still answers");
+        let listed = &list(cache.path()).unwrap()[0];
+        assert_eq!(listed.verdict, Some(refused));
+        // A JetPack upgrade supersedes the verdict with the engine: the new TensorRT is checked anew.
+        let upgraded = EngineKey {
+            tensorrt: "10.7.0".into(),
+            ..half
+        };
+        build(cache.path(), &upgraded, b"new fp16 engine");
+        assert!(!dir.exists());
+        assert_eq!(verdict(&find(cache.path(), &upgraded).unwrap()), None);
     }
 
     #[test]

@@ -96,11 +96,31 @@ pub(crate) fn check_input(input: &InputInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether an fp16 TensorRT engine may run: compares its answer at one input size with f32's
+/// (`models::half_gate` holds the calibration image and the decoding this needs).
+pub trait HalfGate: Send + Sync {
+    /// The calibration image's digest: a verdict reached on another picture is checked again.
+    fn calibration_sha256(&self) -> &str;
+    fn check(&self, candidate: &mut dyn Session, height: u32, width: u32) -> anyhow::Result<engine_cache::HalfVerdict>;
+}
+
+impl std::fmt::Debug for dyn HalfGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HalfGate(calibration {})", self.calibration_sha256())
+    }
+}
+
 /// What every backend is made with.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub threads: usize,
+    /// tract's precision: f16 only where provisioning accepted it for the model.
     pub precision: Precision,
+    /// `inference.precision` as configured: TensorRT's engines settle it with their own gate.
+    pub requested_precision: Precision,
+    /// The gate that accepts or refuses fp16 TensorRT engines; only provisioning passes one, so
+    /// that no engine is built, and no model checked, on the way to the first frame.
+    pub half_gate: Option<std::sync::Arc<dyn HalfGate>>,
     /// `inference.onnxruntime_library`.
     pub onnxruntime_library: Option<PathBuf>,
     /// The outpost cache, where TensorRT engines are kept.
@@ -112,6 +132,8 @@ impl Settings {
         Settings {
             threads: config.inference.threads,
             precision,
+            requested_precision: config.inference.precision,
+            half_gate: None,
             onnxruntime_library: config.inference.onnxruntime_library.clone(),
             cache_root: config.cache_dir.clone(),
         }
@@ -205,7 +227,14 @@ mod tests {
 
     #[test]
     fn tensorrt_falls_back_to_tract() {
-        let settings = Settings { threads: 1, precision: Precision::F32, onnxruntime_library: None, cache_root: PathBuf::new() };
+        let settings = Settings {
+            threads: 1,
+            precision: Precision::F32,
+            requested_precision: Precision::F32,
+            half_gate: None,
+            onnxruntime_library: None,
+            cache_root: PathBuf::new(),
+        };
         let backend = choose(BackendKind::TensorRt, &[BackendKind::Tract], &settings).unwrap();
         assert_eq!(backend.name(), "tract");
         let err = choose(BackendKind::TensorRt, &[], &settings).err().unwrap().to_string();

@@ -179,6 +179,10 @@ fn tensorrt_engines(cache: &Cache, gen: &crate::provision::cache::Generation) ->
             bytes(engine.bytes),
             engine.path.display()
         )?;
+        if let Some(verdict) = engine.verdict {
+            let outcome = if verdict.accepted { "accepted" } else { "refused, the f32 engine runs" };
+            outln!("    fp16 accuracy gate: {outcome}: {}", verdict.reason)?;
+        }
     }
     Ok(())
 }

@@ -218,6 +218,7 @@ fn check_accelerators(report: &mut Report, loaded: &Loaded) {
         }
     }
     check_engines(report, loaded);
+    check_half_precision(report, loaded);
 }
 
 /// The TensorRT engines in the cache, and whether each model of the current generation has one.
@@ -242,6 +243,47 @@ fn check_engines(report: &mut Report, loaded: &Loaded) {
         detail.push_str(&format!("; none yet for {} (`outpost provision` builds them)", without.join(", ")));
     }
     report.line(status, "tensorrt engines", detail);
+}
+
+/// `inference.precision = "f16"` with TensorRT: the calibration image its gate needs, and what
+/// the gate decided for the engines in the cache.
+fn check_half_precision(report: &mut Report, loaded: &Loaded) {
+    use crate::config::{BackendKind, Precision};
+    let inference = &loaded.config.inference;
+    let tensorrt = inference.backend == BackendKind::TensorRt || inference.fallback.contains(&BackendKind::TensorRt);
+    if inference.precision != Precision::F16 || !tensorrt {
+        return;
+    }
+    let what = "tensorrt fp16";
+    let image = match &inference.calibration_image {
+        None => {
+            return report.line(
+                Status::Warn,
+                what,
+                "inference.calibration_image is not set, so no fp16 engine can pass the accuracy gate and TensorRT runs \
+                 f32 engines (set it to a picture from this camera that shows what the models detect)",
+            )
+        }
+        Some(image) => image,
+    };
+    if let Err(e) = crate::vision::image::load(image) {
+        return report.line(Status::Warn, what, format!("inference.calibration_image {e:#}; TensorRT runs f32 engines"));
+    }
+    let verdicts: Vec<_> = crate::backend::engine_cache::list(&loaded.config.cache_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.verdict)
+        .collect();
+    let accepted = verdicts.iter().filter(|v| v.accepted).count();
+    report.line(
+        Status::Ok,
+        what,
+        format!(
+            "calibration image {}; fp16 engines accepted: {accepted}, refused: {} (`outpost cache ls` says why)",
+            image.display(),
+            verdicts.len() - accepted
+        ),
+    );
 }
 
 fn check_threads(report: &mut Report, loaded: &Loaded) {

@@ -150,12 +150,22 @@ pub const KEYS: &[KeyDef] = &[
                /usr/local/lib and the onnxruntime Python package's capi/ folder)",
     },
     KeyDef {
+        name: "inference.calibration_image",
+        kind: Kind::Path,
+        default: Some(""),
+        in_profile: false,
+        env_aliases: &[],
+        help: "a picture from this camera showing what the models detect: TensorRT's f16 engines are accepted only \
+               where their boxes on it match f32's (empty = f16 is not checked, so TensorRT builds f32)",
+    },
+    KeyDef {
         name: "inference.precision",
         kind: Kind::Str,
         default: Some("f32"),
         in_profile: true,
         env_aliases: &[],
-        help: "float width of tract's arithmetic: f32, or f16 (fast on Cortex-A76/A78 boards; checked against f32 in CI)",
+        help: "float width of the arithmetic: f32, or f16 (tract on Cortex-A76/A78 boards, TensorRT's engines; each model \
+               is checked against f32 at provision and runs f32 where it drifts)",
     },
     KeyDef {
         name: "inference.fallback",

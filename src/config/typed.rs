@@ -221,6 +221,8 @@ pub struct Inference {
     pub onnxruntime_library: Option<PathBuf>,
     /// `inference.notes`: the board profile's word on its accelerators.
     pub notes: String,
+    /// `inference.calibration_image`: what TensorRT's f16 engines are checked on.
+    pub calibration_image: Option<PathBuf>,
 }
 
 /// The float width tract computes in. f16 halves the arithmetic's cost on cores with fp16
@@ -397,6 +399,7 @@ impl Config {
                     .collect::<Result<_, _>>()?,
                 notes: string(s, "inference.notes")?,
                 onnxruntime_library: Some(string(s, "inference.onnxruntime_library")?).filter(|p| !p.is_empty()).map(PathBuf::from),
+                calibration_image: Some(string(s, "inference.calibration_image")?).filter(|p| !p.is_empty()).map(PathBuf::from),
             },
             memory: Memory {
                 total_mb: int_in(s, "memory.total_mb", 0, i64::MAX)? as u64,

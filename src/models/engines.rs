@@ -30,7 +30,10 @@ pub fn engines_for(config: &Config, model: &ResolvedModel) -> Engines {
     let inference = &config.inference;
     let threads = inference.threads;
     let measured = model.sha256.as_ref().and_then(|sha| choice::load(&config.cache_dir, sha, threads));
-    let precision = precision_for(inference.precision, model, measured.as_ref());
+    // TensorRT settles f16 with its own gate (models::half_gate); tract's check speaks only
+    // where tract is what was asked for.
+    let tract_leads = !matches!(inference.backend, BackendKind::OnnxRuntime | BackendKind::Cuda | BackendKind::TensorRt);
+    let precision = precision_for(inference.precision, model, measured.as_ref(), tract_leads);
     let wants_auto = inference.backend == BackendKind::Auto || inference.fallback.contains(&BackendKind::Auto);
     let auto = wants_auto.then(|| auto_engine(model, measured, precision, threads));
     let resolve = |kind: BackendKind| match (kind, auto) {
@@ -44,32 +47,32 @@ pub fn engines_for(config: &Config, model: &ResolvedModel) -> Engines {
     }
 }
 
-fn precision_for(wanted: Precision, model: &ResolvedModel, measured: Option<&Measured>) -> Precision {
-    match (wanted, measured) {
-        (Precision::F32, _) => Precision::F32,
-        (Precision::F16, Some(Measured { f16: Some(half), .. })) if half.accepted => Precision::F16,
-        (Precision::F16, Some(Measured { f16: Some(half), .. })) => {
-            log::warn!(
-                "inference.precision = f16: {}'s outputs moved {:.1e} of their scale in f16 at provision (limit {:.0e}); \
-                 running it in f32",
+/// tract's precision for `model`; `speak`: say why f16 is not used.
+fn precision_for(wanted: Precision, model: &ResolvedModel, measured: Option<&Measured>, speak: bool) -> Precision {
+    let (precision, why) = match (wanted, measured) {
+        (Precision::F32, _) => (Precision::F32, None),
+        (Precision::F16, Some(Measured { f16: Some(half), .. })) if half.accepted => (Precision::F16, None),
+        (Precision::F16, Some(Measured { f16: Some(half), .. })) => (
+            Precision::F32,
+            Some(format!(
+                "{}'s outputs moved {:.1e} of their scale in f16 at provision (limit {:.0e}); running it in f32",
                 model.path.display(),
                 half.difference,
                 choice::HALF_AGREEMENT
-            );
-            Precision::F32
-        }
+            )),
+        ),
         (Precision::F16, _) if model.sha256.is_none() => {
-            log::warn!("inference.precision = f16: {} is a model file, run in f16 unchecked", model.path.display());
-            Precision::F16
+            (Precision::F16, Some(format!("{} is a model file, run in f16 unchecked", model.path.display())))
         }
-        (Precision::F16, _) => {
-            log::warn!(
-                "inference.precision = f16: {} was not checked in f16 yet (run `outpost provision`); running it in f32",
-                model.path.display()
-            );
-            Precision::F32
-        }
+        (Precision::F16, _) => (
+            Precision::F32,
+            Some(format!("{} was not checked in f16 yet (run `outpost provision`); running it in f32", model.path.display())),
+        ),
+    };
+    if let (Some(why), true) = (why, speak) {
+        log::warn!("inference.precision = f16: {why}");
     }
+    precision
 }
 
 /// What "auto" means for this model: the engine provisioning measured faster, else tract.
@@ -116,7 +119,8 @@ pub fn prepare_current(config: &Config) -> anyhow::Result<()> {
 /// Builds (or finds in the cache) the TensorRT engine of every model of the current generation
 /// at the size it will run, by running it once. Minutes per model on a Jetson's first boot, so
 /// each says so; a later boot finds every engine under its key and loads it in seconds. Where
-/// TensorRT cannot run, nothing is built and the warning says why and what runs instead.
+/// TensorRT cannot run, nothing is built and the warning says why and what runs instead. Under
+/// `inference.precision = "f16"` each model's fp16 engine goes through the accuracy gate here.
 fn build_tensorrt_engines(config: &Config) -> anyhow::Result<()> {
     let inference = &config.inference;
     if inference.backend != BackendKind::TensorRt && !inference.fallback.contains(&BackendKind::TensorRt) {
@@ -125,23 +129,30 @@ fn build_tensorrt_engines(config: &Config) -> anyhow::Result<()> {
     let cache = Cache::new(&config.cache_dir);
     let Some(gen) = cache.current()? else { return Ok(()) };
     let settings = crate::backend::Settings::new(config, Precision::F32);
-    let backend = match crate::backend::choose(BackendKind::TensorRt, &[], &settings) {
-        Ok(backend) => backend,
-        Err(e) => {
-            let instead: Vec<String> = inference.fallback.iter().filter(|k| **k != BackendKind::TensorRt).map(|k| k.name().to_string()).collect();
-            log::warn!(
-                "no TensorRT engines built: {e:#}; the models run on {}",
-                if instead.is_empty() { "nothing (inference.fallback is empty)".to_string() } else { format!("the fallback ({})", instead.join(", ")) }
-            );
-            return Ok(());
-        }
-    };
+    if let Err(e) = crate::backend::choose(BackendKind::TensorRt, &[], &settings) {
+        let instead: Vec<String> = inference.fallback.iter().filter(|k| **k != BackendKind::TensorRt).map(|k| k.name().to_string()).collect();
+        log::warn!(
+            "no TensorRT engines built: {e:#}; the models run on {}",
+            if instead.is_empty() { "nothing (inference.fallback is empty)".to_string() } else { format!("the fallback ({})", instead.join(", ")) }
+        );
+        return Ok(());
+    }
+    let half = inference.precision == Precision::F16;
+    if half && inference.calibration_image.is_none() {
+        log::warn!(
+            "inference.precision = f16: TensorRT's fp16 engines are accepted only where their boxes on a calibration image \
+             match f32's, and inference.calibration_image is not set: building f32 engines (set it to a picture from this \
+             camera that shows what the models detect)"
+        );
+    }
     for record in &gen.models {
         let args = ModelArgs { model: Some(record.id.clone()), ..Default::default() };
         let started = std::time::Instant::now();
         log::info!("building the TensorRT engine for `{}` (or finding it in the cache): takes minutes on a first boot", record.id);
         let built = super::resolve(config, &args).and_then(|model| {
             let family = model.family.unwrap_or(Family::Yolov8);
+            let settings = crate::backend::Settings { half_gate: half.then(|| half_gate(config, &model)).flatten(), ..settings.clone() };
+            let backend = crate::backend::choose(BackendKind::TensorRt, &[], &settings)?;
             let mut session = backend.prepare(&model.path)?;
             // At the size the camera's frames will run: an engine is built for one size.
             let frame = (config.camera.width, config.camera.height);
@@ -158,6 +169,25 @@ fn build_tensorrt_engines(config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The accuracy gate for `model`'s fp16 engines, when a calibration image is set and readable.
+fn half_gate(config: &Config, model: &ResolvedModel) -> Option<std::sync::Arc<dyn crate::backend::HalfGate>> {
+    let image = config.inference.calibration_image.as_deref()?;
+    let spec = Spec {
+        family: model.family,
+        size: model.input,
+        classes: model.classes.clone(),
+        resize: model.resize,
+        fixed: None,
+    };
+    match super::half_gate::Calibration::new(&model.path, spec, image, config.inference.threads) {
+        Ok(calibration) => Some(std::sync::Arc::new(calibration)),
+        Err(e) => {
+            log::warn!("inference.precision = f16: {e:#}; TensorRT builds f32 engines");
+            None
+        }
+    }
 }
 
 /// Measures both engines on every model of the current generation that has no record yet at

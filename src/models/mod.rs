@@ -3,6 +3,7 @@
 //! `detect`, `bench`, `run` and `serve`; [`registry`] keeps several loaded at once.
 
 pub mod engines;
+pub mod half_gate;
 pub mod registry;
 
 use std::path::PathBuf;

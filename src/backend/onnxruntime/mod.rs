@@ -5,7 +5,9 @@
 //! neither takes on its CPU provider. A TensorRT engine is built for one input size: sessions are
 //! made per size, like tract's plans, and each builds into or loads from its keyed directory in
 //! the outpost cache ([`super::engine_cache`]), so that `outpost provision` builds the engines
-//! once and the first frame after a reboot finds them.
+//! once and the first frame after a reboot finds them. `inference.precision = "f16"` builds fp16
+//! engines only through the accuracy gate ([`super::HalfGate`]), at provision; an engine it
+//! refused, or one never checked, leaves the model on its f32 engine.
 
 pub mod gpu;
 pub mod library;
@@ -19,8 +21,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session as OrtSession;
 use ort::value::TensorRef;
 
-use super::engine_cache::{self, EngineKey};
-use super::{Backend, InputInfo, Output, Session};
+use super::engine_cache::{self, EngineKey, HalfVerdict};
+use super::{Backend, HalfGate, InputInfo, Output, Session};
 use crate::config::{BackendKind, Precision};
 
 /// Which of ONNX Runtime's execution providers leads.
@@ -54,20 +56,21 @@ impl Provider {
 
 pub struct OnnxRuntime {
     provider: Provider,
-    threads: usize,
-    precision: Precision,
     library: Option<PathBuf>,
-    cache_root: PathBuf,
+    settings: SessionSettings,
 }
 
 impl OnnxRuntime {
     pub fn new(provider: Provider, settings: &super::Settings) -> OnnxRuntime {
         OnnxRuntime {
             provider,
-            threads: settings.threads.max(1),
-            precision: settings.precision,
             library: settings.onnxruntime_library.clone(),
-            cache_root: settings.cache_root.clone(),
+            settings: SessionSettings {
+                threads: settings.threads.max(1),
+                precision: settings.requested_precision,
+                half_gate: settings.half_gate.clone(),
+                cache_root: settings.cache_root.clone(),
+            },
         }
     }
 }
@@ -121,7 +124,7 @@ impl Backend for OnnxRuntime {
         let started = Instant::now();
         // The input is read from a CPU session without graph optimisation: cheap, and what the
         // file declares.
-        let probe = builder(runtime, self.threads)?
+        let probe = builder(runtime, self.settings.threads)?
             .with_optimization_level(GraphOptimizationLevel::Disable)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .commit_from_file(model)
@@ -142,7 +145,7 @@ impl Backend for OnnxRuntime {
             started.elapsed().as_secs_f64(),
             input.name,
             input.dims,
-            self.threads
+            self.settings.threads
         );
         let mut session = RuntimeSession {
             runtime,
@@ -150,11 +153,7 @@ impl Backend for OnnxRuntime {
             path: model.to_path_buf(),
             input,
             sessions: HashMap::new(),
-            settings: SessionSettings {
-                threads: self.threads,
-                precision: self.precision,
-                cache_root: self.cache_root.clone(),
-            },
+            settings: self.settings.clone(),
         };
         // CPU and CUDA load the declared size now, so that a provider that cannot take the model
         // says so at load; TensorRT builds engines only for sizes that run (provision runs them).
@@ -255,9 +254,12 @@ fn input_info(session: &OrtSession) -> Result<InputInfo, String> {
     Ok(InputInfo { name: name.to_string(), dims })
 }
 
+#[derive(Clone)]
 struct SessionSettings {
     threads: usize,
+    /// As configured: TensorRT's fp16 engines still pass the gate.
     precision: Precision,
+    half_gate: Option<std::sync::Arc<dyn HalfGate>>,
     cache_root: PathBuf,
 }
 
@@ -295,7 +297,7 @@ impl RuntimeSession {
                         &bytes,
                         provider,
                         settings.threads,
-                        settings.precision,
+                        Precision::F32,
                         None,
                     )?
                 }
@@ -314,72 +316,134 @@ impl RuntimeSession {
             .expect("inserted above"))
     }
 
-    /// Loads the engine for this size from the cache, or builds it there (minutes on a Jetson).
-    fn tensorrt_session(
-        &self,
-        model_sha256: &str,
-        bytes: &[u8],
-        height: u32,
-        width: u32,
-    ) -> anyhow::Result<OrtSession> {
-        let settings = &self.settings;
-        let key = engine_key(
-            model_sha256,
-            settings.precision,
-            [width, height],
-        )
-        .map_err(anyhow::Error::msg)?;
-        let make = |dir: &Path| {
-            let engine = EngineSetup {
-                dir,
-                input: &self.input,
-                height,
-                width,
-            };
-            make_session(
-                self.runtime,
-                &self.path,
-                bytes,
-                Provider::TensorRt,
-                settings.threads,
-                settings.precision,
-                Some(engine),
-            )
-        };
-        if let Some(dir) = engine_cache::find(&settings.cache_root, &key) {
-            log::info!(
-                "TensorRT engine for {} at {width}x{height}: cached in {}",
-                self.path.display(),
-                dir.display()
-            );
-            return make(&dir);
+    /// The engine for this size: fp16 where the gate accepted it, else f32; from the cache, or
+    /// built into it (minutes on a Jetson).
+    fn tensorrt_session(&self, model_sha256: &str, bytes: &[u8], height: u32, width: u32) -> anyhow::Result<OrtSession> {
+        if self.settings.precision == Precision::F16 {
+            if let Some(session) = self.half_engine(model_sha256, bytes, height, width)? {
+                return Ok(session);
+            }
         }
+        let key = engine_key(model_sha256, Precision::F32, [width, height]).map_err(anyhow::Error::msg)?;
+        if let Some(dir) = engine_cache::find(&self.settings.cache_root, &key) {
+            log::info!("TensorRT engine for {} at {width}x{height}: cached in {}", self.path.display(), dir.display());
+            return self.engine_session(&dir, bytes, height, width, Precision::F32);
+        }
+        let started = Instant::now();
+        let building = self.start_build(&key, "")?;
+        let mut session = self.engine_session(building.dir(), bytes, height, width, Precision::F32)?;
+        // The engine is built on the first run at a fixed size: run once before calling it done.
+        let zeros = vec![0f32; 3 * height as usize * width as usize];
+        run(&mut session, &self.input.name, &zeros, height, width)?;
+        let dir = building.finish().map_err(|e| anyhow::anyhow!("TensorRT engine cache: {e}"))?;
+        log::info!("TensorRT engine built in {:.0}s: {}", started.elapsed().as_secs_f64(), dir.display());
+        Ok(session)
+    }
+
+    /// The fp16 engine where the accuracy gate accepts it (checked now when provisioning passed a
+    /// gate and no verdict on its calibration image exists); `None` = f32, the log says why.
+    fn half_engine(&self, model_sha256: &str, bytes: &[u8], height: u32, width: u32) -> anyhow::Result<Option<OrtSession>> {
+        let key = engine_key(model_sha256, Precision::F16, [width, height]).map_err(anyhow::Error::msg)?;
+        let found = engine_cache::find(&self.settings.cache_root, &key);
+        let recorded = found.as_deref().and_then(engine_cache::verdict);
+        let gate = self.settings.half_gate.as_deref();
+        let model = self.path.display();
+        match half_plan(recorded.as_ref(), gate.map(|g| g.calibration_sha256())) {
+            HalfPlan::Run => {
+                let dir = found.expect("a verdict comes from a found engine");
+                log::info!("TensorRT fp16 engine for {model} at {width}x{height} (accepted: {})", recorded.expect("found").reason);
+                self.engine_session(&dir, bytes, height, width, Precision::F16).map(Some)
+            }
+            HalfPlan::F32(why) => {
+                log::warn!("inference.precision = f16: {model} runs TensorRT's f32 engine: {why}");
+                Ok(None)
+            }
+            HalfPlan::Check => {
+                let gate = gate.expect("a check needs the gate");
+                let started = Instant::now();
+                let building = self.start_build(&key, ", then checking its boxes against f32's")?;
+                let checked = self.engine_session(building.dir(), bytes, height, width, Precision::F16).and_then(|mut session| {
+                    let verdict = gate.check(&mut Candidate { session: &mut session, input: &self.input }, height, width)?;
+                    Ok((session, verdict))
+                });
+                let (session, verdict) = match checked {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        building.abandon();
+                        log::warn!("inference.precision = f16: {model}: fp16 engine not checked ({e:#}); its f32 engine runs");
+                        return Ok(None);
+                    }
+                };
+                engine_cache::record_verdict(building.dir(), &verdict)
+                    .and_then(|()| building.finish())
+                    .map_err(|e| anyhow::anyhow!("TensorRT engine cache: {e}"))?;
+                let took = started.elapsed().as_secs_f64();
+                if verdict.accepted {
+                    log::info!("TensorRT fp16 engine for {model} accepted in {took:.0}s: {}", verdict.reason);
+                    Ok(Some(session))
+                } else {
+                    log::warn!("inference.precision = f16: {model}: fp16 engine refused ({}); its f32 engine runs", verdict.reason);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    fn start_build(&self, key: &EngineKey, then: &str) -> anyhow::Result<engine_cache::Building> {
+        let [width, height] = key.input;
         log::info!(
-            "building the TensorRT engine for {} at {width}x{height} (TensorRT {}, {}): takes minutes on a Jetson",
+            "building the TensorRT {} engine for {} at {width}x{height} (TensorRT {}, {}){then}: takes minutes on a Jetson",
+            key.precision,
             self.path.display(),
             key.tensorrt,
             key.gpu
         );
-        let started = Instant::now();
-        let building = engine_cache::start(&settings.cache_root, &key).map_err(|e| {
-            anyhow::anyhow!(
-                "TensorRT engine cache {}: {e}",
-                settings.cache_root.display()
-            )
-        })?;
-        let mut session = make(building.dir())?;
-        // The engine is built on the first run at a fixed size: run once before calling it done.
-        let zeros = vec![0f32; 3 * height as usize * width as usize];
-        run(&mut session, &self.input.name, &zeros, height, width)?;
-        let dir = building
-            .finish()
-            .map_err(|e| anyhow::anyhow!("TensorRT engine cache: {e}"))?;
-        log::info!(
-            "TensorRT engine built in {:.0}s: {}",
-            started.elapsed().as_secs_f64(),
-            dir.display()
-        );
-        Ok(session)
+        engine_cache::start(&self.settings.cache_root, key)
+            .map_err(|e| anyhow::anyhow!("TensorRT engine cache {}: {e}", self.settings.cache_root.display()))
+    }
+
+    /// A TensorRT session keeping its engine in `dir`.
+    fn engine_session(&self, dir: &Path, bytes: &[u8], height: u32, width: u32, precision: Precision) -> anyhow::Result<OrtSession> {
+        let engine = EngineSetup { dir, input: &self.input, height, width };
+        make_session(self.runtime, &self.path, bytes, Provider::TensorRt, self.settings.threads, precision, Some(engine))
+    }
+}
+
+/// What to do about an fp16 engine, from the verdict kept with it and the gate provisioning passed.
+#[derive(Debug, PartialEq)]
+enum HalfPlan {
+    Run,
+    /// Run f32, because of this.
+    F32(String),
+    /// Build (or rebuild) the fp16 engine and check it.
+    Check,
+}
+
+fn half_plan(recorded: Option<&HalfVerdict>, gate: Option<&str>) -> HalfPlan {
+    match (recorded, gate) {
+        (Some(verdict), Some(calibration)) if verdict.calibration_sha256 != calibration => HalfPlan::Check,
+        (Some(verdict), _) if verdict.accepted => HalfPlan::Run,
+        (Some(verdict), _) => HalfPlan::F32(format!("its fp16 engine was refused at provision: {}", verdict.reason)),
+        (None, Some(_)) => HalfPlan::Check,
+        (None, None) => HalfPlan::F32(
+            "no fp16 engine was checked against f32 for it yet (`outpost provision` does, with inference.calibration_image set)".into(),
+        ),
+    }
+}
+
+/// The engine being checked, as the gate runs it: one session at the one size it was built for.
+struct Candidate<'a> {
+    session: &'a mut OrtSession,
+    input: &'a InputInfo,
+}
+
+impl Session for Candidate<'_> {
+    fn input(&self) -> &InputInfo {
+        self.input
+    }
+
+    fn run(&mut self, data: &[f32], height: u32, width: u32) -> anyhow::Result<Vec<Output>> {
+        run(self.session, &self.input.name, data, height, width)
     }
 }
 
@@ -446,4 +510,29 @@ fn run(
         });
     }
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(accepted: bool, calibration: &str) -> HalfVerdict {
+        HalfVerdict { accepted, reason: "3 of f32's 3 boxes matched".into(), calibration_sha256: calibration.into() }
+    }
+
+    #[test]
+    fn fp16_runs_only_with_an_accepted_verdict_and_is_checked_only_at_provision() {
+        // At run time (no gate): the verdict decides; without one, f32.
+        assert_eq!(half_plan(Some(&verdict(true, "a")), None), HalfPlan::Run);
+        let HalfPlan::F32(why) = half_plan(Some(&verdict(false, "a")), None) else { panic!() };
+        assert!(why.contains("refused at provision: 3 of f32's"), "{why}");
+        let HalfPlan::F32(why) = half_plan(None, None) else { panic!() };
+        assert!(why.contains("inference.calibration_image"), "{why}");
+        // At provision: a verdict on this picture stands, another picture or none is checked.
+        assert_eq!(half_plan(Some(&verdict(true, "a")), Some("a")), HalfPlan::Run);
+        assert!(matches!(half_plan(Some(&verdict(false, "a")), Some("a")), HalfPlan::F32(_)));
+        assert_eq!(half_plan(Some(&verdict(false, "a")), Some("b")), HalfPlan::Check);
+        assert_eq!(half_plan(Some(&verdict(true, "a")), Some("b")), HalfPlan::Check);
+        assert_eq!(half_plan(None, Some("b")), HalfPlan::Check);
+    }
 }
