@@ -13,4 +13,7 @@ export OUTPOST_SDK_VENV
 # ONNX Runtime library (the pinned wheel the references were made with; ~10 s once).
 OUTPOST_TEST_ONNXRUNTIME=$(bash scripts/onnxruntime/fetch-library.sh | tail -1)
 export OUTPOST_TEST_ONNXRUNTIME
+# And ONNX Runtime 1.16.3, below the API level outpost needs: refused with its version (~33 MB once).
+OUTPOST_TEST_ONNXRUNTIME_OLD=$(bash scripts/onnxruntime/fetch-library.sh old | tail -1)
+export OUTPOST_TEST_ONNXRUNTIME_OLD
 cargo test --locked --features onnxruntime "$@"

@@ -125,6 +125,25 @@ fn tensorrt_without_any_onnxruntime_falls_back_to_tract_naming_the_places_search
 }
 
 #[test]
+fn an_onnxruntime_older_than_1_17_is_refused_with_its_version() {
+    let sandbox = Sandbox::new();
+    let old = support::old_onnxruntime_library();
+    let setting = format!("inference.onnxruntime_library={}", old.display());
+    let out = detect_faces(&sandbox, &["inference.backend=tensorrt".into(), "inference.fallback=tract".into(), setting.clone()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let warning = out.stderr.lines().find(|l| l.starts_with("WARN")).unwrap_or_else(|| panic!("no warning: {}", out.stderr));
+    assert!(warning.contains("using backend tract (tensorrt: ONNX Runtime at "), "{warning}");
+    assert!(warning.contains("but got '1.16.3'"), "the version found is named: {warning}");
+    assert!(warning.contains("outpost needs ONNX Runtime 1.17 or newer"), "{warning}");
+    assert_eq!(predictions(&out.stdout).len(), 1, "tract found the face: {}", out.stdout);
+    // Without a fallback: an error that says the same, no output, no panic.
+    let out = detect_faces(&sandbox, &["inference.backend=onnxruntime".into(), setting]);
+    assert_ne!(out.code, 0);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(out.stderr.contains("but got '1.16.3'") && !out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[test]
 fn run_and_serve_work_on_onnxruntime() {
     let sandbox = provisioned_sandbox();
     let cache = sandbox.path().join("cache");

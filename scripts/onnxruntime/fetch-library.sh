@@ -7,9 +7,36 @@
 #
 #   scripts/onnxruntime/fetch-library.sh            x86_64 (the host)
 #   scripts/onnxruntime/fetch-library.sh aarch64    the manylinux aarch64 wheel (for qemu runs)
+#   scripts/onnxruntime/fetch-library.sh old        ONNX Runtime 1.16.3 (x86_64), older than the
+#       API level outpost needs, for the test that it is refused with its version. PyPI's 1.16
+#       wheels link the library into their Python module, so it comes from npm's onnxruntime-node
+#       package (the same release's libonnxruntime.so), checked against the registry's sha512.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 arch=${1:-x86_64}
+if [ "$arch" = old ]; then
+  dir="${OUTPOST_ONNXRUNTIME_DIR:-$here/scripts/.onnxruntime}/1.16.3-x86_64-npm"
+  lib="$dir/libonnxruntime.so.1.16.3"
+  if [ ! -f "$lib" ]; then
+    mkdir -p "$dir"
+    "${PYTHON:-python3}" - "$dir" <<'PY'
+import base64, hashlib, io, pathlib, sys, tarfile, urllib.request
+out = pathlib.Path(sys.argv[1])
+url = "https://registry.npmjs.org/onnxruntime-node/-/onnxruntime-node-1.16.3.tgz"
+integrity = "6T2pjwg5ik74VnI1IXFzxvPAm2UCo+vNNsDGbMP+A2q6GZPMYai2pMA17g3YMUvgOZLwsjWBUwNIlP4QaVRFlA=="
+data = urllib.request.urlopen(url, timeout=300).read()
+got = base64.b64encode(hashlib.sha512(data).digest()).decode()
+if got != integrity:
+    sys.exit(f"fetch-library: {url}: sha512 {got}, the registry's is {integrity}")
+with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    member = tar.extractfile("package/bin/napi-v3/linux/x64/libonnxruntime.so.1.16.3")
+    (out / "libonnxruntime.so.1.16.3.part").write_bytes(member.read())
+(out / "libonnxruntime.so.1.16.3.part").rename(out / "libonnxruntime.so.1.16.3")
+PY
+  fi
+  echo "$lib"
+  exit 0
+fi
 version=$(sed -n 's/^onnxruntime==//p' "$here/scripts/reference/requirements.txt")
 [ -n "$version" ] || { echo "fetch-library: no onnxruntime== pin in scripts/reference/requirements.txt" >&2; exit 1; }
 dir="${OUTPOST_ONNXRUNTIME_DIR:-$here/scripts/.onnxruntime}/$version-$arch"

@@ -146,3 +146,16 @@ pub fn onnxruntime_library() -> PathBuf {
     assert!(path.is_file(), "OUTPOST_TEST_ONNXRUNTIME={}: no such file", path.display());
     path
 }
+
+/// ONNX Runtime 1.16.3, older than the API level outpost needs (scripts/onnxruntime/fetch-library.sh old).
+#[cfg(feature = "onnxruntime")]
+pub fn old_onnxruntime_library() -> PathBuf {
+    let path = std::env::var_os("OUTPOST_TEST_ONNXRUNTIME_OLD").map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "OUTPOST_TEST_ONNXRUNTIME_OLD is not set (run the tests through scripts/test.sh, or export \
+             OUTPOST_TEST_ONNXRUNTIME_OLD=$(scripts/onnxruntime/fetch-library.sh old | tail -1))"
+        )
+    });
+    assert!(path.is_file(), "OUTPOST_TEST_ONNXRUNTIME_OLD={}: no such file", path.display());
+    path
+}

@@ -53,6 +53,13 @@ fn open(configured: Option<&Path>) -> Result<Runtime, String> {
     let builder =
         ort::init_from(&path).map_err(|e| match super::gpu::why_unloadable(&path) {
             Some(why) => format!("ONNX Runtime at {} cannot be loaded: {why}", path.display()),
+            // ort's check of the library's API level ("expected version >= '1.17.x', but got ..."):
+            // say what to install instead.
+            None if e.to_string().contains("expected version") => format!(
+                "ONNX Runtime at {}: {e}; outpost needs ONNX Runtime 1.17 or newer (on Jetson, JetPack 6 and NVIDIA's \
+                 onnxruntime-gpu wheel for it; older JetPacks run the CPU backends)",
+                path.display()
+            ),
             None => format!("ONNX Runtime at {}: {e}", path.display()),
         })?;
     let environment = builder.with_name("outpost").build().map_err(|e| {
