@@ -6,7 +6,7 @@
 #
 #   scripts/build-gnu.sh x86_64                 release build -> target/x86_64-unknown-linux-gnu/release/outpost
 #   scripts/build-gnu.sh aarch64                release build -> target/aarch64-unknown-linux-gnu/release/outpost
-#   scripts/build-gnu.sh aarch64 --profile dev  the same code without fat LTO (CI: minutes, not a quarter hour)
+#   scripts/build-gnu.sh aarch64 --profile cross-test  without fat LTO, dependencies at opt-level 1 (CI: 7.7 min cold)
 #
 # Needs: rustup; for aarch64 Debian's gcc-aarch64-linux-gnu, g++-aarch64-linux-gnu (openh264's
 # C++) and libc6-dev-arm64-cross (its glibc), installed here if missing; qemu-user-static runs
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
 done
 case "$arch" in
   x86_64|aarch64) ;;
-  *) echo "usage: scripts/build-gnu.sh x86_64|aarch64 [--profile release|dev|fast-release]" >&2; exit 2 ;;
+  *) echo "usage: scripts/build-gnu.sh x86_64|aarch64 [--profile release|dev|fast-release|cross-test]" >&2; exit 2 ;;
 esac
 target="$arch-unknown-linux-gnu"
 max_glibc=2.35
