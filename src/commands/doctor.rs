@@ -232,17 +232,57 @@ fn check_engines(report: &mut Report, loaded: &Loaded) {
         return;
     }
     let models = Cache::new(root).current().ok().flatten().map(|g| g.models).unwrap_or_default();
-    let without: Vec<&str> = models
-        .iter()
-        .filter(|m| !engines.iter().any(|e| e.key.as_ref().is_some_and(|k| k.model_sha256 == m.sha256)))
-        .map(|m| m.id.as_str())
-        .collect();
+    let platform = engine_platform();
+    let (without, stale) = engine_coverage(&models, &engines, platform.as_ref());
     let status = if without.is_empty() { Status::Ok } else { Status::Warn };
     let mut detail = format!("{} engine(s) in {}", engines.len(), crate::backend::engine_cache::root(root).display());
+    if stale > 0 {
+        let (tensorrt, gpu, cc) = platform.as_ref().map(|p| (p.0.as_str(), p.1.as_str(), p.2.as_str())).unwrap_or_default();
+        detail.push_str(&format!(
+            "; {stale} built for another TensorRT or GPU than TensorRT {tensorrt} on {gpu} (compute capability {cc}), unused here"
+        ));
+    }
     if !without.is_empty() {
         detail.push_str(&format!("; none yet for {} (`outpost provision` builds them)", without.join(", ")));
     }
     report.line(status, "tensorrt engines", detail);
+}
+
+/// TensorRT's version, the GPU's name and its compute capability, where all are known: an engine
+/// is used only under this part of its key (after a JetPack upgrade the old ones no longer count).
+type EnginePlatform = (String, String, String);
+
+#[cfg(feature = "onnxruntime")]
+fn engine_platform() -> Option<EnginePlatform> {
+    use crate::backend::onnxruntime::gpu;
+    let g = gpu::gpu().as_ref().ok()?;
+    let tensorrt = gpu::tensorrt().as_ref().ok()?;
+    Some((tensorrt.clone(), g.name.clone(), g.compute_capability.clone()))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn engine_platform() -> Option<EnginePlatform> {
+    None
+}
+
+/// The models with no engine usable here (any engine of theirs when the platform is unknown), and
+/// how many engines were built for another platform.
+fn engine_coverage<'m>(
+    models: &'m [crate::provision::cache::ModelRecord],
+    engines: &[crate::backend::engine_cache::Engine],
+    platform: Option<&EnginePlatform>,
+) -> (Vec<&'m str>, usize) {
+    let usable = |k: &crate::backend::engine_cache::EngineKey| {
+        platform.is_none_or(|(tensorrt, gpu, cc)| k.tensorrt == *tensorrt && k.gpu == *gpu && k.compute_capability == *cc)
+    };
+    let keys: Vec<_> = engines.iter().filter_map(|e| e.key.as_ref()).collect();
+    let stale = keys.iter().filter(|k| !usable(k)).count();
+    let without = models
+        .iter()
+        .filter(|m| !keys.iter().any(|k| usable(k) && k.model_sha256 == m.sha256))
+        .map(|m| m.id.as_str())
+        .collect();
+    (without, stale)
 }
 
 /// `inference.precision = "f16"` with TensorRT: the calibration image its gate needs, and what
@@ -291,4 +331,52 @@ fn check_threads(report: &mut Report, loaded: &Loaded) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let status = if threads > cores { Status::Warn } else { Status::Ok };
     report.line(status, "threads", format!("inference.threads = {threads}, {cores} CPU core(s) available"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::engine_cache::{Engine, EngineKey};
+    use crate::provision::cache::{ModelRecord, Trust};
+
+    fn model(id: &str, sha256: &str) -> ModelRecord {
+        ModelRecord {
+            id: id.into(),
+            sha256: sha256.into(),
+            size: 1,
+            source: format!("file:{id}.onnx"),
+            trust: Trust::Pinned,
+            family: None,
+            classes: None,
+            input: None,
+            environment_sha256: None,
+            environment_source: None,
+        }
+    }
+
+    fn engine(model_sha256: &str, tensorrt: &str) -> Engine {
+        let key = EngineKey {
+            model_sha256: model_sha256.into(),
+            tensorrt: tensorrt.into(),
+            gpu: "Orin".into(),
+            compute_capability: "8.7".into(),
+            precision: "fp32".into(),
+            input: [640, 640],
+        };
+        Engine { path: key.dir_name().into(), key: Some(key), verdict: None, bytes: 1 }
+    }
+
+    #[test]
+    fn an_engine_counts_only_for_the_tensorrt_and_gpu_it_was_built_for() {
+        let models = [model("faces", "aa"), model("cars", "bb")];
+        let engines = [engine("aa", "8.6.2"), engine("bb", "10.3.0")];
+        // After a JetPack upgrade to TensorRT 10.3: faces' engine is stale, cars' is current.
+        let now = ("10.3.0".to_string(), "Orin".to_string(), "8.7".to_string());
+        assert_eq!(engine_coverage(&models, &engines, Some(&now)), (vec!["faces"], 1));
+        let other_gpu = ("10.3.0".to_string(), "Orin".to_string(), "7.2".to_string());
+        assert_eq!(engine_coverage(&models, &engines, Some(&other_gpu)), (vec!["faces", "cars"], 2));
+        // Without a GPU to compare with, any engine of the model counts.
+        assert_eq!(engine_coverage(&models, &engines, None), (vec![], 0));
+        assert_eq!(engine_coverage(&models, &engines[..1], None), (vec!["cars"], 0));
+    }
 }
