@@ -163,15 +163,13 @@ fn describe(b: &BoxPrediction) -> String {
 /// Intersection over union. A box flattened to no area (clamped at the picture's edge) has no
 /// overlap to measure: it pairs with a box whose corners are within a pixel of its own.
 fn iou(a: &BoxPrediction, b: &BoxPrediction) -> f32 {
-    let corners = |p: &BoxPrediction| [p.x - p.width / 2.0, p.y - p.height / 2.0, p.x + p.width / 2.0, p.y + p.height / 2.0];
-    let ([ax1, ay1, ax2, ay2], [bx1, by1, bx2, by2]) = (corners(a), corners(b));
-    let area = |p: &BoxPrediction| p.width.max(0.0) * p.height.max(0.0);
-    if area(a) <= 0.0 || area(b) <= 0.0 {
-        let near = corners(a).iter().zip(corners(b)).all(|(p, q)| (p - q).abs() <= 1.0);
+    let corners = |p: &BoxPrediction| crate::vision::families::corners(p.x, p.y, p.width, p.height, p.confidence, p.class_id);
+    let (a, b) = (corners(a), corners(b));
+    if a.area() <= 0.0 || b.area() <= 0.0 {
+        let near = [(a.x1, b.x1), (a.y1, b.y1), (a.x2, b.x2), (a.y2, b.y2)].iter().all(|(p, q)| (p - q).abs() <= 1.0);
         return if near { 1.0 } else { 0.0 };
     }
-    let inter = (ax2.min(bx2) - ax1.max(bx1)).max(0.0) * (ay2.min(by2) - ay1.max(by1)).max(0.0);
-    inter / (area(a) + area(b) - inter)
+    a.iou(&b)
 }
 
 #[cfg(test)]
